@@ -1,0 +1,25 @@
+"""Shared test setup. Heavy MindSpore work runs in subprocesses (the MindSpore context is per process)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+
+os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of test output
+
+
+def run_tool(tool, *args, cwd=None, timeout=900, env=None):
+    """Run `python tools/<tool>.py args...` with this interpreter; return the CompletedProcess."""
+    cmd = [sys.executable, str(TOOLS / (tool + ".py"))] + [str(a) for a in args]
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=str(cwd or REPO), timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def tool():
+    return run_tool

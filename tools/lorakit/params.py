@@ -1,0 +1,257 @@
+"""Exact parameter counts of MindFormers 1.1's LlamaForCausalLM (+ LoRA) in closed form, without MindSpore.
+
+The table of base parameters follows `mindformers/models/llama/` (names, shapes, dtypes); the LoRA
+targets follow `mindformers/pet/tuners/lora_adapter.py::recursive_replace_dense_cell` exactly:
+
+* the adapter is applied to `LlamaForCausalLM.model` (the LlamaModel), never to `lm_head`;
+* it walks the cell tree child by child and tests `re.match(target_modules, <child's own name>)` — the
+  *local* cell name (`wq`, `attention`, `0`), not the dotted path;
+* a child matched by `exclude_layers` (list of regexes, `re.match`) is skipped with its whole subtree;
+* a matched child that is a Linear/Dense is replaced by a LoRADense; a matched child that is anything
+  else (e.g. `attention` under `.*attention.*`) is skipped **without descending** into it;
+* an unmatched child is descended into.
+
+Then `mindpet.freeze_delta` freezes everything except names matching `*mindpet_delta_lora*`
+(fnmatch), and `freeze_include` / `freeze_exclude` (fnmatch lists) are applied on top.
+LoRADense(in, out, r) holds `mindpet_delta_lora_a` (r, in) and `mindpet_delta_lora_b` (out, r).
+"""
+
+import re
+from collections import OrderedDict
+from fnmatch import fnmatch
+
+from .io import KitError
+
+# The contest divided by this (the base model size, rounded); the exact base total is 8,030,261,248.
+CONTEST_DENOMINATOR = 8.03e9
+LORA_TAG = "mindpet_delta_lora"
+
+
+class Linear:
+    """A Linear cell in the tree: its in/out channels and whether it has a bias."""
+
+    __slots__ = ("in_ch", "out_ch", "bias")
+
+    def __init__(self, in_ch, out_ch, bias=False):
+        self.in_ch, self.out_ch, self.bias = int(in_ch), int(out_ch), bool(bias)
+
+
+def _mc_get(mc, key, default):
+    value = mc.get(key, default)
+    return default if value is None else value
+
+
+def ffn_hidden_dim(mc):
+    """LlamaFeedForward's hidden size: intermediate_size if set, else the multiple_of rounding rule."""
+    if mc.get("intermediate_size") is not None:
+        return int(mc["intermediate_size"])
+    hidden = 4 * int(mc["hidden_size"])
+    mult = mc.get("ffn_dim_multiplier")
+    if mult is not None:
+        hidden = int((float(mult) + 0.01) * hidden)
+    hidden = int(2 * hidden / 3)
+    multiple_of = int(_mc_get(mc, "multiple_of", 256))
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def _dims(mc):
+    try:
+        hidden = int(mc["hidden_size"])
+        layers = int(mc["num_layers"])
+        heads = int(mc["num_heads"])
+        vocab = int(mc["vocab_size"])
+    except KeyError as exc:
+        raise KitError("model_config lacks %s" % exc) from None
+    except (TypeError, ValueError) as exc:
+        raise KitError("model_config: bad dimension: %s" % exc) from None
+    kv_heads = int(_mc_get(mc, "n_kv_heads", heads))
+    if hidden % heads:
+        raise KitError("model_config: hidden_size %d is not a multiple of num_heads %d" % (hidden, heads))
+    moe = mc.get("moe_config") or {}
+    if isinstance(moe, dict) and int(moe.get("expert_num", 1) or 1) > 1:
+        raise KitError("model_config: MoE (moe_config.expert_num > 1) is not supported by the counter")
+    return hidden, layers, heads, kv_heads, vocab
+
+
+def cell_tree(mc):
+    """The LlamaModel cell tree as nested OrderedDicts (leaves: Linear or None for non-Linear leaf cells).
+
+    Only the structure that can hold Linear cells matters for LoRA matching; the other children are
+    listed by name so that a regex matching them behaves as in MindFormers (skipped, nothing inside).
+    """
+    hidden, layers, heads, kv_heads, _ = _dims(mc)
+    kv_dim = kv_heads * (hidden // heads)
+    ffn = ffn_hidden_dim(mc)
+    bias = bool(mc.get("qkv_has_bias", False))
+    tree = OrderedDict()
+    tree["freqs_mgr"] = None
+    tree["casual_mask"] = None
+    tree["tok_embeddings"] = None
+    layer_list = OrderedDict()
+    for i in range(layers):
+        attn = OrderedDict()
+        if mc.get("qkv_concat", False):
+            attn["w"] = Linear(hidden, hidden + 2 * kv_dim, bias)
+        else:
+            attn["wq"] = Linear(hidden, hidden, bias)
+            attn["wk"] = Linear(hidden, kv_dim, bias)
+            attn["wv"] = Linear(hidden, kv_dim, bias)
+        attn["wo"] = Linear(hidden, hidden)
+        attn["apply_rotary_emb"] = None
+        ff = OrderedDict([("w1", Linear(hidden, ffn)), ("w2", Linear(ffn, hidden)), ("w3", Linear(hidden, ffn))])
+        layer = OrderedDict([("ffn_norm", None), ("attention_norm", None), ("attention", attn), ("feed_forward", ff)])
+        layer_list[str(i)] = layer
+    tree["layers"] = layer_list
+    tree["norm_out"] = None
+    return tree
+
+
+def lora_targets(mc, target_modules, exclude_layers=None):
+    """Dotted names (under `model.`) of the Linear cells LoRA replaces, in network order."""
+    if not target_modules:
+        raise KitError("pet_config.target_modules is empty (MindFormers' LoraModel refuses that too)")
+    try:
+        re.compile(target_modules)
+    except re.error as exc:
+        raise KitError("pet_config.target_modules %r is not a valid regex: %s" % (target_modules, exc)) from None
+    if isinstance(exclude_layers, str):
+        exclude_layers = [exclude_layers]
+    out = []
+
+    def walk(node, prefix):
+        for name, child in node.items():
+            if exclude_layers and any(re.match(p, name) for p in exclude_layers):
+                continue
+            if re.match(target_modules, name):
+                if isinstance(child, Linear):
+                    out.append((prefix + name, child))
+                continue  # matched but not a Linear: MindFormers skips it without descending
+            if isinstance(child, dict):
+                walk(child, prefix + name + ".")
+
+    walk(cell_tree(mc), "model.")
+    return out
+
+
+def base_param_table(mc):
+    """OrderedDict name -> (shape tuple, dtype str) of LlamaForCausalLM without LoRA."""
+    hidden, _, _, _, vocab = _dims(mc)
+    ptype = str(_mc_get(mc, "param_init_type", "float16"))
+    etype = str(_mc_get(mc, "embedding_init_type", ptype))
+    table = OrderedDict()
+    table["model.tok_embeddings.embedding_weight"] = ((vocab, hidden), etype)
+
+    def walk(node, prefix):
+        for name, child in node.items():
+            if isinstance(child, Linear):
+                table[prefix + name + ".weight"] = ((child.out_ch, child.in_ch), ptype)
+                if child.bias:
+                    table[prefix + name + ".bias"] = ((child.out_ch,), ptype)
+            elif isinstance(child, dict):
+                if "attention" in child:  # a decoder layer: its norms come first
+                    table[prefix + name + ".ffn_norm.weight"] = ((hidden,), "float32")
+                    table[prefix + name + ".attention_norm.weight"] = ((hidden,), "float32")
+                walk(child, prefix + name + ".")
+
+    walk(cell_tree(mc)["layers"], "model.layers.")
+    table["model.norm_out.weight"] = ((hidden,), "float32")
+    table["lm_head.weight"] = ((vocab, hidden), ptype)
+    return table
+
+
+def lora_param_table(mc, pet):
+    """OrderedDict name -> (shape, dtype) of the LoRA tensors `pet` (a pet_config dict) adds."""
+    table = OrderedDict()
+    if not pet:
+        return table
+    pet_type = str(pet.get("pet_type", "lora")).lower()
+    if pet_type != "lora":
+        raise KitError("pet_config.pet_type %r: only lora is counted" % pet_type)
+    try:
+        rank = int(pet.get("lora_rank", 8))
+    except (TypeError, ValueError):
+        raise KitError("pet_config.lora_rank %r is not an integer" % pet.get("lora_rank")) from None
+    if rank <= 0:
+        raise KitError("pet_config.lora_rank must be positive, got %d" % rank)
+    dtype = str(pet.get("param_init_type") or "float16")  # LoraConfig's default
+    for cell, lin in lora_targets(mc, pet.get("target_modules"), pet.get("exclude_layers")):
+        table[cell + "." + LORA_TAG + "_a"] = ((rank, lin.in_ch), dtype)
+        table[cell + "." + LORA_TAG + "_b"] = ((lin.out_ch, rank), dtype)
+    return table
+
+
+def _fn_any(name, patterns):
+    return bool(patterns) and any(fnmatch(name, p) for p in patterns)
+
+
+def trainable_names(names, pet):
+    """Apply mindpet's freeze rules (freeze_delta) to parameter names; return the trainable ones."""
+    names = list(names)
+    trainable = {n: fnmatch(n, "*" + LORA_TAG + "*") for n in names}
+    include = pet.get("freeze_include") if pet else None
+    exclude = pet.get("freeze_exclude") if pet else None
+    if include or exclude:
+        for n in names:
+            inc, exc = _fn_any(n, include), _fn_any(n, exclude)
+            if inc and not exc:
+                trainable[n] = False
+            elif exc and not inc:
+                trainable[n] = True
+    return [n for n in names if trainable[n]]
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def summarize(base_total, trainable, lora_total, source):
+    """The one result dict count_params prints (see docs/checkpoints.md for the meaning of each field)."""
+    return OrderedDict([
+        ("source", source),
+        ("trainable", int(trainable)),
+        ("total", int(base_total)),
+        ("lora_params", int(lora_total)),
+        ("network_total", int(base_total + lora_total)),
+        ("ratio_contest", float("%.9g" % (trainable / CONTEST_DENOMINATOR))),
+        ("ratio_exact", float("%.9g" % (trainable / base_total)) if base_total else None),
+        ("contest_denominator", CONTEST_DENOMINATOR),
+    ])
+
+
+def count_from_config(cfg):
+    """Closed-form counts from a resolved kit config (model.model_config + its pet_config)."""
+    mc = cfg.get("model", {}).get("model_config") if isinstance(cfg.get("model"), dict) else None
+    if not isinstance(mc, dict):
+        raise KitError("config has no model.model_config mapping")
+    pet = mc.get("pet_config") or None
+    base = base_param_table(mc)
+    lora = lora_param_table(mc, pet)
+    names = list(base) + list(lora)
+    sizes = {n: numel(s) for n, (s, _) in list(base.items()) + list(lora.items())}
+    train = trainable_names(names, pet) if pet else names
+    out = summarize(sum(numel(s) for s, _ in base.values()), sum(sizes[n] for n in train),
+                    sum(numel(s) for s, _ in lora.values()), "config")
+    cells = []
+    for n in lora:
+        cell = n.rsplit(".", 1)[0]
+        if cell not in cells:
+            cells.append(cell)
+    out["lora_matrices"] = len(cells)
+    out["lora_targets"] = cells
+    out["lora_rank"] = int(pet.get("lora_rank", 8)) if pet else None
+    out["target_modules"] = pet.get("target_modules") if pet else None
+    return out
+
+
+_SHORT_PREFIXES = (("pet_config.", "model.model_config.pet_config."), ("model_config.", "model.model_config."))
+
+
+def expand_override(item):
+    """`pet_config.lora_rank=64` -> `model.model_config.pet_config.lora_rank=64` (full keys pass through)."""
+    for short, full in _SHORT_PREFIXES:
+        if item.startswith(short):
+            return full + item[len(short):]
+    return item
