@@ -35,7 +35,7 @@ endif
 
 lint: ## ruff (py39 target) + vermin (Python 3.9 compatibility) over tools/ and tests/
 	$(PY) -m ruff check tools tests
-	$(PY) -m vermin -q --no-tips --violations --target=3.9- --exclude-regex '\.venv' tools tests
+	$(dir $(PY))vermin -q --no-tips --violations --target=3.9- tools tests
 
 test: lint ## lint, then the whole pytest suite (trains, merges, generates and scores the tiny model for real)
 	$(PY) -m pytest -q tests
