@@ -45,7 +45,9 @@ def setup_cpu(args):
     if have != want:
         _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", req], check=True)
         did.append("installed requirements-cpu.txt")
-    mf_dir = subprocess.run([str(py), "-c", "import mindformers, os; print(os.path.dirname(mindformers.__file__))"],
+    # find_spec locates the package without importing it (importing MindSpore takes seconds)
+    mf_dir = subprocess.run([str(py), "-c", "import importlib.util as u, os; "
+                             "print(os.path.dirname(u.find_spec('mindformers').origin))"],
                             capture_output=True, text=True)
     if mf_dir.returncode != 0:
         print("setup: error: mindformers does not import in .venv: %s" % mf_dir.stderr.strip().splitlines()[-1:],
