@@ -5,7 +5,7 @@ solution string, character for character; final_answer(solution, family) -> the 
 generate(family, rng) -> {"problem", "solution"} in the real format and number distribution.
 
 How the real generator computed each family (established on ../shared/data/contest_sample.jsonl, see
-docs/data.md): Python `decimal` in its default context (28 significant digits, ROUND_HALF_EVEN) for
+docs/families.md): Python `decimal` in its default context (28 significant digits, ROUND_HALF_EVEN) for
 + - * / power sqrt and the function value, Python float arithmetic (shown with repr) for the linear
 equation, the mean, the discount ratio and the sales figure, plain ints for area / mass / fraction.
 """
@@ -28,6 +28,19 @@ DEFAULT_WEIGHTS = {
     "area": 8665, "mass": 100, "discount": 6275, "sales": 6266, "fraction": 45,
 }
 
+# Estimated records drawn per family when train.json was made (800,000 Chinese draws, duplicates kept).
+# Derived from the unique counts above and each family's value space: families with a huge space have
+# draws ~= unique; the small ones (area 1..100 x 1..100, mass, fraction, discount, sales) were drawn about
+# 20k / 20k / 20k / 10k / 10k times and the equation takes the remainder (~241k draws for 40,080 unique;
+# 40,200 problems are possible); the weights sum to 800,000.
+# Generating 800,000 records with these weights reproduces the real unique counts per family within
+# sampling noise (total unique ~539-540k against the real 538,949; see docs/families.md).
+DRAW_WEIGHTS = {
+    "add": 89837, "sub": 89837, "mul": 89837, "div": 89836,
+    "power": 39870, "sqrt": 40030, "equation": 241016, "function": 20028, "mean": 19709,
+    "area": 20000, "mass": 20000, "discount": 10000, "sales": 10000, "fraction": 20000,
+}
+
 # Python's decimal default context, pinned here so that nobody's getcontext() changes can leak in.
 CTX = Context(prec=28, rounding=ROUND_HALF_EVEN)
 
@@ -37,17 +50,17 @@ _OP_FAMILY = {v: k for k, v in _OPS.items()}
 _NUM = r"-?\d+(?:\.\d+)?"
 _INT = r"-?\d+"
 _PATTERNS = [
-    ("arith", re.compile(r"计算 (%s) ([-+*/]) (%s) 等于多少？\Z" % (_NUM, _NUM))),
-    ("power", re.compile(r"计算 (%s) 的 (\d+) 次方？\Z" % _NUM)),
-    ("sqrt", re.compile(r"计算 (%s) 的平方根？\Z" % _NUM)),
-    ("equation", re.compile(r"解方程 (%s)x \+ (%s) = 0\Z" % (_INT, _INT))),
-    ("function", re.compile(r"当 x = (%s) 时，求函数 y = (%s)x\^(\d+) 的值\Z" % (_NUM, _INT))),
-    ("mean", re.compile(r"求以下数据的平均值：\[(%s(?:, %s)*)\]\Z" % (_INT, _INT))),
-    ("area", re.compile(r"一个长方形的长为 (\d+) 厘米，宽为 (\d+) 厘米，请计算其面积。\Z")),
-    ("mass", re.compile(r"某物体的密度为 (\d+) 克/立方厘米，体积为 (\d+) 立方厘米，请计算该物体的质量。\Z")),
-    ("discount", re.compile(r"商品原价为 (\d+) 元，打折后的价格为 (\d+) 元，请计算打折的折扣比例。\Z")),
-    ("sales", re.compile(r"去年销售额为 (\d+) 万元，今年销售额增加了 (\d+)%，请计算今年的销售额。\Z")),
-    ("fraction", re.compile(r"将分数 (\d+)/(\d+) 进行简化。\Z")),
+    ("arith", re.compile(rf"计算 ({_NUM}) ([-+*/]) ({_NUM}) 等于多少？\Z", re.ASCII)),
+    ("power", re.compile(rf"计算 ({_NUM}) 的 (\d+) 次方？\Z", re.ASCII)),
+    ("sqrt", re.compile(rf"计算 ({_NUM}) 的平方根？\Z", re.ASCII)),
+    ("equation", re.compile(rf"解方程 ({_INT})x \+ ({_INT}) = 0\Z", re.ASCII)),
+    ("function", re.compile(rf"当 x = ({_NUM}) 时，求函数 y = ({_INT})x\^(\d+) 的值\Z", re.ASCII)),
+    ("mean", re.compile(rf"求以下数据的平均值：\[({_INT}(?:, {_INT})*)\]\Z", re.ASCII)),
+    ("area", re.compile(r"一个长方形的长为 (\d+) 厘米，宽为 (\d+) 厘米，请计算其面积。\Z", re.ASCII)),
+    ("mass", re.compile(r"某物体的密度为 (\d+) 克/立方厘米，体积为 (\d+) 立方厘米，请计算该物体的质量。\Z", re.ASCII)),
+    ("discount", re.compile(r"商品原价为 (\d+) 元，打折后的价格为 (\d+) 元，请计算打折的折扣比例。\Z", re.ASCII)),
+    ("sales", re.compile(r"去年销售额为 (\d+) 万元，今年销售额增加了 (\d+)%，请计算今年的销售额。\Z", re.ASCII)),
+    ("fraction", re.compile(r"将分数 (\d+)/(\d+) 进行简化。\Z", re.ASCII)),
 ]
 # Cheap first-character dispatch (every Chinese family starts with one of these characters).
 _BY_FIRST = {}
@@ -105,17 +118,43 @@ def parse(problem):
     return None
 
 
+# Loose signatures: a problem that has its family's key words but not the exact format is still
+# classified (and then counted as "not parsed" by the audit) instead of vanishing into "unknown".
+_LOOSE = [
+    ("power", re.compile(r"计算.*次方")),
+    ("sqrt", re.compile(r"计算.*平方根")),
+    ("arith", re.compile(r"计算\s*\S+\s*([-+*/×÷])\s*\S+\s*等于多少")),
+    ("equation", re.compile(r"解方程")),
+    ("function", re.compile(r"求函数")),
+    ("mean", re.compile(r"平均值")),
+    ("area", re.compile(r"长方形.*面积")),
+    ("mass", re.compile(r"密度.*质量")),
+    ("discount", re.compile(r"原价.*折扣")),
+    ("sales", re.compile(r"销售额")),
+    ("fraction", re.compile(r"分数.*简化")),
+]
+_LOOSE_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "×": "mul", "÷": "div"}
+
+
 def classify(problem):
-    """Family name of a problem: one of FAMILIES, or "unknown" for a Chinese problem of no family."""
+    """Family name of a problem: one of FAMILIES, or "unknown" for a Chinese problem of no family.
+
+    Exactly formatted problems get the family parse() gives; a Chinese problem that only carries a
+    family's key words (e.g. a wording variant) is still classified by them, but parse() returns None.
+    """
     p = parse(problem)
-    return p.family if p is not None else UNKNOWN
+    if p is not None:
+        return p.family
+    if not isinstance(problem, str):
+        return UNKNOWN
+    for name, rx in _LOOSE:
+        m = rx.search(problem)
+        if m:
+            return _LOOSE_OPS[m.group(1)] if name == "arith" else name
+    return UNKNOWN
 
 
 # ----------------------------------------------------------------------------------------------- solving
-
-def _dec(text):
-    return Decimal(text)
-
 
 def _arith(op, a, b):
     da, db = Decimal(a), Decimal(b)
@@ -127,9 +166,9 @@ def _arith(op, a, b):
         r = CTX.multiply(da, db)
     else:
         if db == 0:
-            raise ValueError("division by zero: %s / %s" % (a, b))
+            raise ValueError(f"division by zero: {a} / {b}")
         r = CTX.divide(da, db)
-    return "%s %s %s = %s" % (a, op, b, r)
+    return f"{a} {op} {b} = {r}"
 
 
 def _power_value(x, n):
@@ -143,33 +182,41 @@ def solve(parsed):
     """The gold solution string for a Parsed problem, exactly as train.json writes it.
 
     Raises ValueError for english (no solver) or for arguments the real generator never produced
-    (division by zero, 0^0, a = 0 in the equation, zero denominators).
+    (division by zero, 0^0, a = 0 in the equation, zero denominators, decimal overflow).
     """
-    fam, a = parsed.family, parsed.args
+    try:
+        return _solve(parsed.family, parsed.args)
+    except (ArithmeticError, OverflowError) as exc:  # decimal traps (Overflow, InvalidOperation, ...)
+        raise ValueError(f"{parsed.family}: {type(exc).__name__}: {exc}") from None
+
+
+def _solve(fam, a):
     if fam in _OPS:
         return _arith(_OPS[fam], a["a"], a["b"])
     if fam == "power":
-        return "%s^%d = %s" % (a["x"], a["n"], _power_value(a["x"], a["n"]))
+        x, n = a["x"], a["n"]
+        return f"{x}^{n} = {_power_value(x, n)}"
     if fam == "sqrt":
-        dx = Decimal(a["x"])
+        x = a["x"]
+        dx = Decimal(x)
         if dx < 0:
-            raise ValueError("square root of a negative number: %s" % a["x"])
-        return "√%s = %s" % (a["x"], CTX.sqrt(dx))
+            raise ValueError(f"square root of a negative number: {x}")
+        return f"√{x} = {CTX.sqrt(dx)}"
     if fam == "equation":
         if a["a"] == 0:
             raise ValueError("equation with a = 0")
-        return "方程的解为：%r" % (-a["b"] / a["a"])
+        return f"方程的解为：{-a['b'] / a['a']!r}"
     if fam == "function":
-        return "函数的值为：%s" % CTX.multiply(Decimal(a["c"]), _power_value(a["x"], a["n"]))
+        return f"函数的值为：{CTX.multiply(Decimal(a['c']), _power_value(a['x'], a['n']))}"
     if fam == "mean":
         v = a["values"]
         if not v:
             raise ValueError("mean of no values")
-        return "平均值为 %r" % (sum(v) / len(v))
+        return f"平均值为 {sum(v) / len(v)!r}"
     if fam == "area":
-        return "面积为 %d 平方厘米" % (a["length"] * a["width"])
+        return f"面积为 {a['length'] * a['width']} 平方厘米"
     if fam == "mass":
-        return "%d 克" % (a["density"] * a["volume"])
+        return f"{a['density'] * a['volume']} 克"
     if fam == "discount":
         p, q = int(a["original"]), int(a["discounted"])
         if p == 0:
@@ -183,10 +230,38 @@ def solve(parsed):
         if d == 0:
             raise ValueError("denominator 0")
         g = math.gcd(n, d)
-        return "最简化的形式为：%d/%d" % (n // g, d // g)
+        return f"最简化的形式为：{n // g}/{d // g}"
     if fam == "english":
         raise ValueError("english items have no solver (passed through)")
-    raise ValueError("unknown family %r" % fam)
+    raise ValueError(f"unknown family {fam!r}")
+
+
+def render_problem(parsed):
+    """The problem text of a Parsed Chinese problem (inverse of parse: parse(render_problem(p)) == p)."""
+    fam, a = parsed.family, parsed.args
+    if fam in _OPS:
+        return f"计算 {a['a']} {_OPS[fam]} {a['b']} 等于多少？"
+    if fam == "power":
+        return f"计算 {a['x']} 的 {a['n']} 次方？"
+    if fam == "sqrt":
+        return f"计算 {a['x']} 的平方根？"
+    if fam == "equation":
+        return f"解方程 {a['a']}x + {a['b']} = 0"
+    if fam == "function":
+        return f"当 x = {a['x']} 时，求函数 y = {a['c']}x^{a['n']} 的值"
+    if fam == "mean":
+        return "求以下数据的平均值：[" + ", ".join(map(str, a["values"])) + "]"
+    if fam == "area":
+        return f"一个长方形的长为 {a['length']} 厘米，宽为 {a['width']} 厘米，请计算其面积。"
+    if fam == "mass":
+        return f"某物体的密度为 {a['density']} 克/立方厘米，体积为 {a['volume']} 立方厘米，请计算该物体的质量。"
+    if fam == "discount":
+        return f"商品原价为 {a['original']} 元，打折后的价格为 {a['discounted']} 元，请计算打折的折扣比例。"
+    if fam == "sales":
+        return f"去年销售额为 {a['last_year']} 万元，今年销售额增加了 {a['percent']}%，请计算今年的销售额。"
+    if fam == "fraction":
+        return f"将分数 {a['numerator']}/{a['denominator']} 进行简化。"
+    raise ValueError(f"no problem text for family {fam!r}")
 
 
 # ----------------------------------------------------------------------------------------------- answers
@@ -227,14 +302,23 @@ def final_answer(solution, family):
     """The answer text inside a solution: "-4584.53" of "-3828.45 - 756.08 = -4584.53", "58.0" of
     "平均值为 58.0", "p/q" of a fraction, the \\boxed{} content of an English solution.
 
-    Gold solutions always have their family's form. For any other text (a model's output) the form is
-    looked for first on the last line, then the last number-like token (E-notation and p/q included)
-    is returned; "" when there is none. English without \\boxed{} returns the stripped text.
+    Gold solutions always have their family's form. A text with a final-answer line (lorakit.cot's
+    FINAL_MARKER "答案：", as CoT targets end) gives what follows the last marker. For any other text (a
+    model's output) the family's form is looked for on the last line, then the last number-like token
+    (E-notation and p/q included) is returned; "" when there is none. English without \\boxed{} returns
+    the stripped text.
     """
     text = solution.strip()
     if family == "english":
         b = boxed(text)
         return b.strip() if b is not None else text
+    from .cot import FINAL_MARKER  # lazy: cot imports this module
+
+    i = text.rfind(FINAL_MARKER)
+    if i != -1:
+        marked = text[i + len(FINAL_MARKER):].split("\n", 1)[0].strip()
+        if marked:
+            return marked
     last = text.rsplit("\n", 1)[-1].strip()
     if family in _OPS or family in ("power", "sqrt"):
         if " = " in last:
@@ -264,69 +348,57 @@ def _cents(v):
     """Integer hundredths -> the 2-decimal literal the real data writes ("-768.30", "0.05")."""
     sign = "-" if v < 0 else ""
     v = abs(v)
-    return "%s%d.%02d" % (sign, v // 100, v % 100)
+    return f"{sign}{v // 100}.{v % 100:02d}"
 
 
-def _nonzero_cents(rng, lo, hi):
+def _nonzero(rng, lo, hi):
     while True:
         v = rng.randint(lo, hi)
         if v:
             return v
 
 
+def random_args(family, rng):
+    """Random Parsed problem of a Chinese family, with the real number ranges (see generate)."""
+    r = rng.randint
+    if family in _OPS:
+        b = _nonzero(rng, -999999, 999999) if family == "div" else r(-999999, 999999)
+        return Parsed(family, {"a": _cents(r(-999999, 999999)), "b": _cents(b)})
+    if family == "power":
+        return Parsed(family, {"x": _cents(_nonzero(rng, -99999, 99999)), "n": r(0, 5)})
+    if family == "sqrt":
+        return Parsed(family, {"x": _cents(r(1, 999999))})
+    if family == "equation":
+        return Parsed(family, {"a": _nonzero(rng, -100, 100), "b": r(-100, 100)})
+    if family == "function":
+        return Parsed(family, {"x": _cents(r(10, 1000)), "c": str(r(1, 100)), "n": r(1, 100)})
+    if family == "mean":
+        return Parsed(family, {"values": [r(1, 100) for _ in range(r(3, 10))]})
+    if family == "area":
+        return Parsed(family, {"length": r(1, 100), "width": r(1, 100)})
+    if family == "mass":
+        return Parsed(family, {"density": r(1, 10), "volume": r(1, 10)})
+    if family == "discount":
+        return Parsed(family, {"original": str(r(1, 100)), "discounted": str(r(1, 100))})
+    if family == "sales":
+        return Parsed(family, {"last_year": str(r(1, 100)), "percent": str(r(1, 100))})
+    if family == "fraction":
+        n = r(1, 9)
+        return Parsed(family, {"numerator": n, "denominator": r(n + 1, 10)})
+    if family == "english":
+        raise ValueError("english items are not generated (use --english-from)")
+    raise ValueError(f"unknown family {family!r} (choose from {', '.join(CHINESE_FAMILIES)})")
+
+
 def generate(family, rng):
     """One record {"problem", "solution"} of a Chinese family, in the real wording and number ranges.
 
-    Ranges (CONTEST.md §3 and the sample): +-*/ operands 2-decimal in (-10000, 10000) (divisor != 0);
-    power base 2-decimal in (-1000, 1000) (not 0), N 0..5; sqrt 2-decimal in (0, 10000); equation a in
-    [-100, 100] \\ {0}, b in [-100, 100]; function x 2-decimal in (0, 10), C 1..100, N 1..100; mean 3..10
-    ints in 1..100; area 1..99; mass 1..10; discount / sales ints 1..100; fraction 1 <= a < b <= 10.
+    Ranges (CONTEST.md §3, the sample and the unique counts): +-*/ operands 2-decimal in (-10000, 10000)
+    (divisor != 0); power base 2-decimal in (-1000, 1000) (not 0), N 0..5; sqrt 2-decimal in (0, 10000);
+    equation a in [-100, 100] \\ {0}, b in [-100, 100]; function x 2-decimal in [0.10, 10.00], C 1..100,
+    N 1..100; mean 3..10 ints in 1..100; area 1..100 (the 8,665 unique areas fit 1..100 better than 1..99);
+    mass 1..10; discount / sales ints 1..100; fraction 1 <= a < b <= 10 (exactly the 45 real pairs).
+    All numbers are uniform; one rng call sequence per record, so a seed fixes the whole output.
     """
-    r = rng.randint
-    if family in _OPS:
-        op = _OPS[family]
-        a = _cents(r(-999999, 999999))
-        b = _cents(_nonzero_cents(rng, -999999, 999999) if op == "/" else r(-999999, 999999))
-        return {"problem": "计算 %s %s %s 等于多少？" % (a, op, b), "solution": _arith(op, a, b)}
-    if family == "power":
-        x, n = _cents(_nonzero_cents(rng, -99999, 99999)), r(0, 5)
-        return {"problem": "计算 %s 的 %d 次方？" % (x, n),
-                "solution": "%s^%d = %s" % (x, n, _power_value(x, n))}
-    if family == "sqrt":
-        x = _cents(r(1, 999999))
-        return {"problem": "计算 %s 的平方根？" % x, "solution": "√%s = %s" % (x, CTX.sqrt(Decimal(x)))}
-    if family == "equation":
-        a, b = _nonzero_cents(rng, -100, 100), r(-100, 100)
-        return {"problem": "解方程 %dx + %d = 0" % (a, b), "solution": "方程的解为：%r" % (-b / a)}
-    if family == "function":
-        x, c, n = _cents(r(1, 999)), r(1, 100), r(1, 100)
-        value = CTX.multiply(Decimal(c), _power_value(x, n))
-        return {"problem": "当 x = %s 时，求函数 y = %dx^%d 的值" % (x, c, n), "solution": "函数的值为：%s" % value}
-    if family == "mean":
-        v = [r(1, 100) for _ in range(r(3, 10))]
-        return {"problem": "求以下数据的平均值：[%s]" % ", ".join(map(str, v)),
-                "solution": "平均值为 %r" % (sum(v) / len(v))}
-    if family == "area":
-        a, b = r(1, 99), r(1, 99)
-        return {"problem": "一个长方形的长为 %d 厘米，宽为 %d 厘米，请计算其面积。" % (a, b),
-                "solution": "面积为 %d 平方厘米" % (a * b)}
-    if family == "mass":
-        d, v = r(1, 10), r(1, 10)
-        return {"problem": "某物体的密度为 %d 克/立方厘米，体积为 %d 立方厘米，请计算该物体的质量。" % (d, v),
-                "solution": "%d 克" % (d * v)}
-    if family == "discount":
-        p, q = r(1, 100), r(1, 100)
-        return {"problem": "商品原价为 %d 元，打折后的价格为 %d 元，请计算打折的折扣比例。" % (p, q),
-                "solution": repr((p - q) / p * 100)}
-    if family == "sales":
-        s, p = r(1, 100), r(1, 100)
-        return {"problem": "去年销售额为 %d 万元，今年销售额增加了 %d%%，请计算今年的销售额。" % (s, p),
-                "solution": repr(s + s * p / 100)}
-    if family == "fraction":
-        n = r(1, 9)
-        d = r(n + 1, 10)
-        g = math.gcd(n, d)
-        return {"problem": "将分数 %d/%d 进行简化。" % (n, d), "solution": "最简化的形式为：%d/%d" % (n // g, d // g)}
-    if family == "english":
-        raise ValueError("english items are not generated (use --english-from)")
-    raise ValueError("unknown family %r (choose from %s)" % (family, ", ".join(CHINESE_FAMILIES)))
+    p = random_args(family, rng)
+    return {"problem": render_problem(p), "solution": solve(p)}
