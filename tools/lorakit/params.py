@@ -215,17 +215,28 @@ def summarize(base_total, trainable, lora_total, source):
         ("total", int(base_total)),
         ("lora_params", int(lora_total)),
         ("network_total", int(base_total + lora_total)),
-        ("ratio_contest", float("%.9g" % (trainable / CONTEST_DENOMINATOR))),
-        ("ratio_exact", float("%.9g" % (trainable / base_total)) if base_total else None),
+        # the leaderboard's format: 6 significant digits (0.000424393, 0.00679028)
+        ("ratio_contest", float("%.6g" % (trainable / CONTEST_DENOMINATOR))),
+        ("ratio_contest_full", float("%.12g" % (trainable / CONTEST_DENOMINATOR))),
+        ("ratio_exact", float("%.12g" % (trainable / base_total)) if base_total else None),
         ("contest_denominator", CONTEST_DENOMINATOR),
     ])
 
 
-def count_from_config(cfg):
-    """Closed-form counts from a resolved kit config (model.model_config + its pet_config)."""
+def _model_config(cfg):
     mc = cfg.get("model", {}).get("model_config") if isinstance(cfg.get("model"), dict) else None
     if not isinstance(mc, dict):
         raise KitError("config has no model.model_config mapping")
+    return mc
+
+
+def pet_config_of(cfg):
+    return _model_config(cfg).get("pet_config") or None
+
+
+def count_from_config(cfg):
+    """Closed-form counts from a resolved kit config (model.model_config + its pet_config)."""
+    mc = _model_config(cfg)
     pet = mc.get("pet_config") or None
     base = base_param_table(mc)
     lora = lora_param_table(mc, pet)
