@@ -18,6 +18,7 @@ from .paths import SCHEMA_DIR
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_NAME = "manifest.schema.json"
+ADAPTER_SCHEMA_NAME = "adapter_config.schema.json"
 SCHEMA_VERSION = 1
 
 # Limits for a submission taken from anyone (overridable on the verify command line).
@@ -38,7 +39,7 @@ _ABS_RE = re.compile(
     r"(?:(?<![\w.:/\\~-])/(?:%s)(?:/[^\s'\"`<>|;,)\]]*)?(?![\w.-]))"
     r"|(?:(?<![\w])[A-Za-z]:[\\/][^\s'\"`<>|;,)\]]+)"
     r"|(?:(?<![\w\\])\\\\[\w.-]+\\[^\s'\"`<>|;,)\]]+)"
-    r"|(?:file://[^\s'\"`<>]+)" % "|".join(_POSIX_ROOTS))
+    r"|(?:file://[^\s'\"`<>|;,)\]]+)" % "|".join(_POSIX_ROOTS))
 _ALLOWED_ABS = ("/dev/null",)
 
 
@@ -149,10 +150,11 @@ def _zip_member_problem(info, limits):
     if why:
         return why
     mode = (info.external_attr >> 16) & 0xFFFF
-    if info.create_system == 3 and mode:  # unix attributes present
-        if stat.S_ISLNK(mode):
+    if info.create_system == 3 and mode:  # unix attributes present (no type bits: a plain file)
+        fmt = stat.S_IFMT(mode)
+        if fmt == stat.S_IFLNK:
             return "symbolic link member"
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if fmt not in (0, stat.S_IFREG, stat.S_IFDIR):
             return "special file member (mode %o)" % mode
     if info.flag_bits & 0x1:
         return "encrypted member"
@@ -275,12 +277,24 @@ def scan_absolute_paths(root, files, max_bytes=DEFAULT_MAX_JSON_BYTES):
     return hits
 
 
+OUTSIDE = "[outside]/"
+
+
 def scrub_text(text, replacements):
-    """Replace each (absolute prefix, relative stand-in) in text, longest prefix first."""
+    """Replace each (absolute prefix, relative stand-in) in text, longest prefix first; any absolute path
+    left after that (a file outside the kit and the run) becomes `[outside]/<its base name>`."""
     for prefix, repl in sorted(replacements, key=lambda x: -len(x[0])):
         if prefix:
             text = text.replace(prefix, repl)
-    return text
+
+    def outside(m):
+        s = m.group(0)
+        if s in _ALLOWED_ABS or any(s.startswith(a + "/") for a in _ALLOWED_ABS):
+            return s
+        name = PurePosixPath(s.replace("\\", "/").rstrip("/")).name
+        return OUTSIDE + name if name else OUTSIDE.rstrip("/")
+
+    return _ABS_RE.sub(outside, text)
 
 
 # ---------------------------------------------------------------- schema
@@ -318,3 +332,96 @@ def read_json_limited(path, limit=DEFAULT_MAX_JSON_BYTES):
             return json.load(fh)
     except (ValueError, UnicodeDecodeError) as exc:
         raise KitError("%s: not valid JSON: %s" % (path, exc)) from None
+
+
+# ---------------------------------------------------------------- numbers shared by package and verify
+
+LLAMA3_8B_TOTAL = 8030261248  # exact base total of Llama3-8B (CONTEST.md section 5)
+
+
+def score_ratio(params):
+    """The ratio the score uses: the contest's trainable / 8.03e9 for Llama3-8B itself, else the exact
+    trainable / total (8.03e9 means nothing for the tiny CPU model)."""
+    if int(params["total"]) == LLAMA3_8B_TOTAL:
+        return float(params["ratio_contest"])
+    return float(params["ratio_exact"])
+
+
+def read_ckpt_safe(path, max_bytes=DEFAULT_MAX_MEMBER_BYTES):
+    """OrderedDict name -> float64 ndarray of a (hostile) .ckpt (adapter or small base), via lorakit.ckpt_io's protobuf reader.
+
+    Sizes are checked against the file before any buffer is allocated, so a lying header cannot make
+    the reader allocate more than the file holds. Never unpickles, never calls MindSpore.
+    """
+    import collections
+
+    from . import ckpt_io
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise KitError("%s: %d bytes, over the %d-byte limit" % (path.name, size, max_bytes))
+    out = collections.OrderedDict()
+    try:
+        for entry in ckpt_io.iter_ckpt(path):
+            if entry.name in out:
+                raise KitError("tensor %s appears twice" % entry.name)
+            if entry.ttype not in ("Float32", "Float16", "BFloat16", "Float64"):
+                raise KitError("tensor %s has type %s (LoRA tensors are floating point)" % (entry.name, entry.ttype))
+            if entry.nbytes > size or entry.numel > size:
+                raise KitError("tensor %s claims %d bytes, more than the file holds" % (entry.name, entry.nbytes))
+            out[entry.name] = ckpt_io.as_float64(entry.load())
+    except (EOFError, UnicodeDecodeError, OverflowError, MemoryError, IndexError) as exc:
+        raise KitError("not a readable MindSpore checkpoint (%s)" % type(exc).__name__) from None
+    if not out:
+        raise KitError("no tensors")
+    return out
+
+
+def extract_base(source_ckpt, out_path):
+    """Write the frozen base weights of a full training checkpoint (everything but LoRA tensors and optimizer /
+    trainer state) to out_path; returns the number of tensors. Streams one tensor at a time."""
+    from . import ckpt_io
+
+    n = 0
+    with ckpt_io.CkptWriter(out_path) as w:
+        for entry in ckpt_io.iter_ckpt(source_ckpt):
+            if ckpt_io.is_lora(entry.name) or ckpt_io.is_state_tensor(entry.name):
+                continue
+            w.write(entry.name, entry.load())
+            n += 1
+    if not n:
+        raise KitError("%s: no base weights in it" % source_ckpt)
+    return n
+
+
+def count_from_tensors(tensors, model_cfg, pet):
+    """params.summarize() of an adapter's tensors: trainable counted from the weights themselves,
+    the base total from the closed form of model_cfg."""
+    from . import params as P
+
+    names = list(tensors)
+    trainable = sum(int(tensors[n].size) for n in P.trainable_names(names, pet))
+    base_total = sum(P.numel(s) for s, _ in P.base_param_table(model_cfg).values())
+    lora_total = sum(int(t.size) for t in tensors.values())
+    return P.summarize(base_total, trainable, lora_total, "weights")
+
+
+def adapter_view(cfg):
+    """The comparable LoRA fields of adapter_config.json (ckpt_io format) or of a yaml pet_config."""
+    if not isinstance(cfg, dict):
+        raise KitError("LoRA config is not a mapping")
+    return {"pet_type": str(cfg.get("pet_type", "lora")).lower(), "rank": cfg.get("lora_rank"),
+            "alpha": cfg.get("lora_alpha"), "dropout": cfg.get("lora_dropout"),
+            "target_modules": cfg.get("target_modules")}
+
+
+def scrub_json(obj, replacements):
+    """Copy of a JSON value with scrub_text applied to every string (keys included)."""
+    if isinstance(obj, dict):
+        return {scrub_text(k, replacements): scrub_json(v, replacements) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [scrub_json(v, replacements) for v in obj]
+    if isinstance(obj, str):
+        return scrub_text(obj, replacements)
+    return obj
