@@ -71,7 +71,7 @@ def read_hccn_conf(path):
         raise KitError("%s: not a text file" % path) from None
     ips = {}
     for lineno, line in enumerate(lines, 1):
-        if not line.strip().startswith("address_"):
+        if not line.strip().startswith("address"):
             continue
         m = _ADDR_RE.match(line)
         if not m:
