@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import predict
+from lorakit import mf
 from lorakit.io import KitError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def test_row_budget_processor_uses_each_rows_own_prompt():
 
     tok = type("T", (), {"bos_id": 1024, "eos_id": 1025, "pad_id": 1026})
     long_p, short_p = [5, 6, 7, 8, 9], [5, 6]
-    proc = predict.row_budget_processor([long_p, short_p], tok, min_new=2, max_new=3)
+    proc = mf.row_budget_processor([long_p, short_p], tok, min_new=2, max_new=3)
 
     def scores_after(prompt, new):
         row = np.full((1, 12), 1026, dtype=np.int32)

@@ -38,7 +38,8 @@ def main():
     from mindspore.train import Callback
 
     from lorakit.config import load_config
-    from lorakit.mf import build_model, generate_batch, to_mf_config
+    from lorakit.mf import build_model, generate_rows, to_mf_config
+    from lorakit.tokenizer import load_tokenizer
 
     out = sys.argv[1]
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 24
@@ -69,8 +70,8 @@ def main():
     ckpts = sorted(glob.glob(os.path.join(out, "output", "checkpoint", "rank_0", "*.ckpt")))
     net = build_model(cfg, checkpoint=ckpts[-1] if ckpts else None)
     trainable = sum(int(np.prod(p.shape)) for p in net.trainable_params())
-    completions = generate_batch(net, [[5, 6, 7, 8], [100, 101, 102]], pad_id=mc["pad_token_id"],
-                                 eos_id=mc["eos_token_id"], max_new_tokens=4, min_new_tokens=1)
+    tok = load_tokenizer("tiny")  # its special ids are the tiny profile's bos/eos/pad
+    completions = generate_rows(net, tok, [[5, 6, 7, 8], [100, 101, 102]], max_new=4, min_new=1)
     print(json.dumps({"losses": losses, "checkpoints": ckpts, "trainable": trainable,
                       "completions": completions}))
 

@@ -9,6 +9,7 @@ of lorakit imports on machines without them.
 import copy
 import logging
 import os
+import sys
 
 import numpy as np
 
@@ -67,28 +68,86 @@ def build_model(cfg, checkpoint=None, strict=True):
     return net
 
 
-def model_seq_length(cfg):
-    return int(cfg["model"]["model_config"]["seq_length"])
+def quiet_mindformers():
+    """MindFormers and mindpet log every generate call at INFO on stdout; keep stdout for --json and show only
+    warnings, on stderr."""
+    import logging
+
+    import mindformers  # noqa: F401 - creates its loggers
+
+    for name in ("mindformers", "mindpet", "SDK", ""):
+        lg = logging.getLogger(name)
+        for h in lg.handlers:
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stdout:
+                h.setStream(sys.stderr)
+            if isinstance(h, logging.StreamHandler):
+                h.setLevel(logging.ERROR)  # its per-call warnings (top_k, max_length clamp) repeat every batch
 
 
-def generate_batch(net, prompts, pad_id, eos_id, max_new_tokens, min_new_tokens=1):
-    """Greedy-decode a batch of prompt token lists; return only the new tokens of each, cut at EOS.
 
-    MindFormers' `generate` wants right-padded equal-length rows and returns prompt + completion;
-    the prompt is removed here by each row's own length so it can never leak into a completion.
+
+def row_budget_processor(prompts, tok, min_new, max_new):
+    """A MindFormers logits processor giving every row its *own* token budget.
+
+    MindFormers 1.1 applies processors row by row, but its MinNewTokensLengthLogitsProcessor measures new tokens
+    from the batch's longest prompt, and its loop runs every row to `longest prompt + max_new_tokens`: in a
+    batch, a short prompt's EOS is suppressed for longer than min_new_tokens and it keeps decoding after its
+    budget. This one finds each row's prompt (by its token prefix), suppresses EOS until min_new new tokens,
+    forces EOS once max_new are out (so the batch stops after max_new + 1 steps), and never lets the model emit
+    BOS or pad (decoding drops special tokens anyway; a generated pad would confuse the valid-length logic).
     """
-    if not prompts:
-        return []
-    width = max(len(p) for p in prompts)
-    batch = np.full((len(prompts), width), pad_id, dtype=np.int32)
-    for i, p in enumerate(prompts):
+    from mindformers.generation.logits_process import LogitsProcessor
+
+    by_len = {}
+    for p in prompts:
+        by_len.setdefault(len(p), set()).add(tuple(int(t) for t in p))
+    lengths = sorted(by_len, reverse=True)
+    eos, pad, banned = int(tok.eos_id), int(tok.pad_id), [int(tok.bos_id), int(tok.pad_id)]
+
+    class RowBudget(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            for r in range(input_ids.shape[0]):
+                row = input_ids[r]
+                nz = np.flatnonzero(row != pad)
+                cur = int(nz[-1]) + 1 if nz.size else 0
+                plen = next((n for n in lengths if tuple(int(t) for t in row[:n]) in by_len[n]), cur)
+                new = cur - plen
+                scores[r, banned] = -np.inf
+                if new < min_new:
+                    scores[r, eos] = -np.inf
+                elif new >= max_new:
+                    scores[r, :] = -np.inf
+                    scores[r, eos] = 0.0
+            return scores
+
+    return RowBudget()
+
+
+def generate_rows(net, tok, prompts, max_new, min_new, pad_to=None):
+    """Greedy completions (token lists, at most max_new, cut at EOS) for one batch of prompt token lists.
+
+    Through the model's own MindFormers `generate` (right-padded rows, as it wants them), with
+    row_budget_processor so a row's result does not depend on the other rows of its batch. With pad_to, the
+    batch is filled with copies of its first prompt so every call has the same shape (no recompilation for a
+    short last batch); the fillers are dropped.
+    """
+    from mindformers.generation.logits_process import LogitsProcessorList
+
+    rows = [list(p) for p in prompts]
+    real = len(rows)
+    if pad_to and real < pad_to:
+        rows += [rows[0]] * (pad_to - real)
+    width = max(len(p) for p in rows)
+    batch = np.full((len(rows), width), tok.pad_id, dtype=np.int32)
+    for i, p in enumerate(rows):
         batch[i, : len(p)] = p
-    outputs = net.generate(batch.tolist(), max_new_tokens=int(max_new_tokens), min_new_tokens=int(min_new_tokens),
-                           do_sample=False, pad_token_id=int(pad_id), eos_token_id=int(eos_id))
-    completions = []
-    for prompt, out in zip(prompts, outputs):
-        new = [int(t) for t in list(out)[len(prompt):]]
-        if eos_id in new:
-            new = new[: new.index(eos_id)]
-        completions.append([t for t in new if t != pad_id])
-    return completions
+    procs = LogitsProcessorList([row_budget_processor(rows, tok, min_new, max_new)])
+    outs = net.generate(batch.tolist(), max_new_tokens=int(max_new), min_new_tokens=0, do_sample=False,
+                        pad_token_id=int(tok.pad_id), eos_token_id=int(tok.eos_id), logits_processor=procs)
+    result = []
+    for p, out in zip(rows[:real], outs):
+        new = [int(t) for t in list(out)[len(p):]]
+        if tok.eos_id in new:
+            new = new[: new.index(tok.eos_id)]
+        result.append([t for t in new if t != tok.pad_id][:max_new])
+    return result
