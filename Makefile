@@ -21,7 +21,7 @@ MINDFORMERS_DIR ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
 ##@ Environment
-.PHONY: help setup lint test
+.PHONY: help setup lint test patches
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
@@ -39,3 +39,114 @@ lint: ## ruff (py39 target) + vermin (Python 3.9 compatibility) over tools/ and 
 
 test: lint ## lint, then the whole pytest suite (trains, merges, generates and scores the tiny model for real)
 	$(PY) -m pytest -q tests
+
+patches: ## show whether mindformers_patches/ are applied (venv's MindFormers, or MINDFORMERS_DIR)
+	$(PY) tools/patch_mindformers.py check --applied --target "$(or $(MINDFORMERS_DIR),$$($(PY) -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("mindformers").origin))'))"
+
+##@ Data
+TOKENIZER ?=
+RAW ?=
+RECIPE ?= cot
+# empty = vicuna for `make data`; `make eval` then reads the template back from RUN/data/data_report.json
+TEMPLATE ?=
+DATA_N ?= $(if $(filter tiny%,$(PROFILE)),2000,100000)
+SEQ_LENGTH ?=
+OVERLONG ?= drop
+MULTIPLE_OF ?= batch
+.PHONY: tokenizer data audit
+
+tokenizer: ## the real Llama 3 tokenizer.model into .cache/tokenizer (TOKENIZER=path copies the contest's file, warns on a sha256 mismatch)
+	$(PY) tools/fetch_tokenizer.py --out $(CACHE)/tokenizer/tokenizer.model $(if $(TOKENIZER),--from $(TOKENIZER))
+
+$(CACHE)/gen/train_$(DATA_N).jsonl:
+	$(PY) tools/gen_math.py --n $(DATA_N) --seed 0 --out $@
+
+data: $(if $(RAW),,$(CACHE)/gen/train_$(DATA_N).jsonl) ## RAW=train.json (else DATA_N generated records) -> RUN/data: conversation.json, train.mindrecord, data_report.{json,md,png}
+	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/data \
+	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),vicuna) --overlong $(OVERLONG) \
+	  $(if $(SEQ_LENGTH),--seq-length $(SEQ_LENGTH)) $(if $(MULTIPLE_OF),--multiple-of $(MULTIPLE_OF)) \
+	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(CACHE)/tokenizer/tokenizer.model))
+
+audit: ## RAW=train.json: families, exact reproduction of every solution, duplicates, bad lines (exit 1 on unreadable lines)
+	$(PY) tools/convert_dataset.py audit $(or $(RAW),../shared/data/contest_sample.jsonl)
+
+##@ Train
+.PHONY: train rank-table
+BASE_CKPT ?=
+CHECKPOINTS ?= 5
+DEVICES ?= [0,4)
+# tiny* profiles: WORKERS=N>1 = N-process data parallel on the CPU through msrun. Ascend profiles take the worker
+# count from the yaml (dp x mp x pp = 4 for llama3-8b*); WORKERS=N there is checked against it.
+TRAIN_DP = $(if $(and $(filter tiny%,$(PROFILE)),$(filter-out 1,$(WORKERS))),--set use_parallel=True --set parallel_config.data_parallel=$(WORKERS))
+
+train: $(if $(DRY_RUN),,data) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
+	$(if $(filter tiny%,$(PROFILE)),,$(if $(BASE_CKPT),,$(error PROFILE=$(PROFILE) needs BASE_CKPT=/path/to/llama3-8B.ckpt)))
+	$(PY) tools/launch.py $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run) \
+	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/data/train.mindrecord \
+	  $(if $(BASE_CKPT),--load-checkpoint $(BASE_CKPT)) --run-dir $(RUN)/train \
+	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(TRAIN_DP) $(if $(RESUME),--resume) $(TRAIN_ARGS)
+
+rank-table: ## HCCL rank table of this server -> RUN/rank_table.json (DEVICES='[0,4)', SERVER_IP=, HCCN_CONF=/etc/hccn.conf)
+	$(PY) tools/rank_table.py --device-range '$(DEVICES)' $(if $(SERVER_IP),--server-ip $(SERVER_IP)) \
+	  $(if $(HCCN_CONF),--hccn-conf $(HCCN_CONF)) --out $(RUN)/rank_table.json
+
+##@ Checkpoints
+.PHONY: merge params
+merge: ## merge rank shards -> RUN/train/merged.ckpt, extract RUN/adapter/, fold into RUN/folded/folded.ckpt
+	$(PY) tools/ckpt.py merge-shards --src $(RUN)/train/output --out $(RUN)/train/merged.ckpt
+	$(PY) tools/ckpt.py extract-lora --checkpoint $(RUN)/train/merged.ckpt --config $(RUN)/train/config.yaml \
+	  $(if $(BASE_CKPT),--base $(BASE_CKPT)) --out-dir $(RUN)/adapter
+	$(PY) tools/ckpt.py inspect $(RUN)/adapter/adapter.ckpt --lora-only --check
+	$(PY) tools/ckpt.py fold-lora --base $(or $(BASE_CKPT),$(RUN)/train/merged.ckpt) --adapter $(RUN)/adapter \
+	  --out $(RUN)/folded/folded.ckpt
+
+params: ## exact trainable / total parameter counts and the contest ratio -> RUN/eval/params.json
+	$(PY) tools/count_params.py --config $(if $(wildcard $(RUN)/train/config.yaml),$(RUN)/train/config.yaml,$(PROFILE)) \
+	  $(if $(wildcard $(RUN)/adapter/adapter.ckpt),--checkpoint $(RUN)/adapter/adapter.ckpt) --out $(RUN)/eval/params.json
+
+##@ Evaluation
+# Math test set: EVAL_N generated records (own seed; small-space families such as equation or area can repeat
+# training problems, as in the real data) unless EVAL_GOLD points at a held-out file.
+EVAL_GOLD ?= $(RUN)/eval/math_gold.jsonl
+EVAL_N ?= 200
+EVAL_SEED ?= 20241
+EVAL_BATCH ?= 16
+SQUAD_DEV ?= tests/data/squad_tiny.json
+# predict with yaml/<profile>-predict.yaml when there is one (8B: use_past on, one NPU), else the profile itself
+EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(PROFILE))
+EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(CACHE)/tokenizer/tokenizer.model)
+# weights: the folded checkpoint when `make merge` made one, else the newest (by time, not name) trained checkpoint
+EVAL_CKPT ?= $(or $(wildcard $(RUN)/folded/folded.ckpt),$(shell ls -t $(RUN)/train/output/checkpoint/rank_0/*.ckpt 2>/dev/null | head -1))
+EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/train/config.yaml),$(PROFILE))
+EVAL_PREDICT = $(PY) tools/predict.py --config $(EVAL_CONFIG) --checkpoint $(EVAL_CKPT) --tokenizer $(EVAL_TOKENIZER) \
+	--batch-size $(EVAL_BATCH) $(if $(ADAPTER),--adapter $(ADAPTER))
+.PHONY: eval
+eval: ## predict + score math (3 policies, per family) and the SQuAD EmF1 gate into RUN/eval/ (BASE_REPORT=: 90 % of a base run)
+	@test -n "$(EVAL_CKPT)" || { echo "eval: no checkpoint: run make train (or set EVAL_CKPT=...)"; exit 2; }
+	@mkdir -p $(RUN)/eval
+	test -f $(EVAL_GOLD) || $(PY) tools/gen_math.py --n $(EVAL_N) --seed $(EVAL_SEED) --out $(EVAL_GOLD) --no-progress
+	$(EVAL_PREDICT) --input $(EVAL_GOLD) --out $(RUN)/eval/predictions.jsonl $(if $(TEMPLATE),--template $(TEMPLATE)) \
+		$(if $(wildcard $(RUN)/data/data_report.json),--token-report $(RUN)/data/data_report.json) \
+		--dump-config $(RUN)/eval/config.yaml
+	$(PY) tools/count_params.py --config $(EVAL_PARAMS_CONFIG) --out $(RUN)/eval/params.json > /dev/null
+	$(PY) tools/score_math.py --gold $(EVAL_GOLD) --pred $(RUN)/eval/predictions.jsonl --params $(RUN)/eval/params.json \
+		--out-dir $(RUN)/eval
+	$(PY) tools/squad.py prepare --dev $(SQUAD_DEV) --out $(RUN)/eval/squad_records.jsonl
+	$(EVAL_PREDICT) --input $(RUN)/eval/squad_records.jsonl --out $(RUN)/eval/squad_predictions.jsonl \
+		--max-new-tokens 20 --min-new-tokens 1
+	$(PY) tools/squad.py score --records $(RUN)/eval/squad_records.jsonl --pred $(RUN)/eval/squad_predictions.jsonl \
+		--out-dir $(RUN)/eval
+	$(PY) tools/squad.py gate --report $(RUN)/eval/squad_report.json --write $(if $(BASE_REPORT),--base-report $(BASE_REPORT)) \
+		$(if $(filter tiny%,$(PROFILE)),|| echo "eval: SQuAD gate failed - expected for the tiny model (the thresholds are the 8B base model's)")
+
+##@ Submission
+.PHONY: submission verify
+SUBMISSION ?= submission/$(TEAM)
+submission: ## package RUN into submission/TEAM/ + TEAM.zip, self-verified (TEAM=name; GOLD=, WEIGHTS_URL=, NOTES= optional)
+	$(PY) tools/package.py --team $(TEAM) --run $(RUN) --profile $(PROFILE) \
+		$(if $(GOLD),--gold $(GOLD)) $(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) \
+		$(if $(WEIGHTS_URL),--weights-url $(WEIGHTS_URL)) $(if $(NOTES),--notes $(NOTES))
+
+verify: ## re-derive every number of SUBMISSION=path (folder or zip); GOLD=, SQUAD_RECORDS=, RERUN=1 optional
+	$(PY) tools/verify.py $(SUBMISSION) $(if $(GOLD),--gold $(GOLD)) \
+		$(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) $(if $(filter 1,$(RERUN)),--rerun)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""One-screen summary of a finished run: where each artefact is, the loss, the counts and the score table.
+
+Reads only the files the other tools wrote (RUN/train/run.json, RUN/eval/math_report.json,
+squad_report.json, params.json, and a `verify.py --json` result when given); it computes nothing new.
+
+  summary.py --run runs/demo --submission submission/demo --verify-json runs/demo/verify.json
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from lorakit.io import KitError, read_json, run_main
+
+TINY_NOTE = ("Tiny-model accuracy says nothing about Llama3-8B: this model has ~0.3 M parameters and was "
+             "pre-trained for minutes on a few generated families; the demo shows the pipeline works end to end.")
+
+
+def _load(path):
+    path = Path(path)
+    return read_json(path) if path.exists() else None
+
+
+def _pct(x):
+    return "%6.2f %%" % (100.0 * x) if x is not None else "    -   "
+
+
+def _loss_line(name, rec):
+    loss = (rec or {}).get("loss") or {}
+    if not loss:
+        return None
+    return "%-6s loss %.3f -> %.3f over %d steps (mean of first/last %d: %.3f -> %.3f)" % (
+        name, loss.get("first", float("nan")), loss.get("last", float("nan")), loss.get("steps_logged", 0),
+        loss.get("window", 0), loss.get("first_mean", float("nan")), loss.get("last_mean", float("nan")))
+
+
+def math_table(rep):
+    pols = ["exact", "prediction-precision", "tolerance"]
+    lines = ["  %-10s %5s  %8s  %9s  %9s" % ("family", "n", "exact", "pred-prec", "tolerance")]
+    for fam, row in sorted(rep.get("families", {}).items()):
+        accs = [row.get("policies", {}).get(p, {}).get("accuracy") for p in pols]
+        lines.append("  %-10s %5d  %s   %s   %s" % ((fam, row.get("total", 0)) + tuple(_pct(a) for a in accs)))
+    accs = [rep.get("policies", {}).get(p, {}).get("accuracy") for p in pols]
+    lines.append("  %-10s %5d  %s   %s   %s" % (("overall", rep.get("total", 0)) + tuple(_pct(a) for a in accs)))
+    return lines
+
+
+def build_summary(run, submission=None, verify=None, title="summary"):
+    run = Path(run)
+    out = ["=" * 100, "%s: %s" % (title, run), "=" * 100, "artefacts:"]
+    places = [("data", run / "data", "conversation.json, train.mindrecord, data_report.md/png"),
+              ("base", run / "base", "the tiny stand-in base model (full-parameter pre-training)"),
+              ("train", run / "train", "config.yaml, run.json, loss.jsonl, loss.png, output/checkpoint/"),
+              ("adapter", run / "adapter", "adapter.ckpt + adapter_config.json"),
+              ("folded", run / "folded", "folded.ckpt (W + alpha/r * B @ A)"),
+              ("eval", run / "eval", "predictions, math_report.md/png, squad_report.md, params.json")]
+    for name, path, what in places:
+        if path.exists():
+            out.append("  %-10s %-28s %s" % (name, str(path) + "/", what))
+    if submission:
+        sub = Path(submission)
+        zip_path = sub.parent / (sub.name + ".zip")
+        out.append("  %-10s %-28s %s" % ("submission", str(sub) + "/",
+                                         "manifest.json, REPORT.md" + (", + " + str(zip_path) if zip_path.exists()
+                                                                        else "")))
+    for name in ("base", "train"):
+        line = _loss_line(name, _load(run / name / "run.json"))
+        if line:
+            out.append(line)
+    params = _load(run / "eval" / "params.json")
+    if params:
+        out.append("params: trainable %s of %s (ratio %.6g)" % (params.get("trainable"), params.get("total"),
+                                                               params.get("ratio_exact", float("nan"))))
+    rep = _load(run / "eval" / "math_report.json")
+    if rep:
+        out.append("math (held-out test set, %d problems):" % rep.get("total", 0))
+        out.extend(math_table(rep))
+        score = rep.get("score") or {}
+        if score.get("by_policy"):
+            out.append("  contest score %s: %s" % (score.get("formula", ""), ", ".join(
+                "%s %.4f" % (k, v) for k, v in score["by_policy"].items())))
+    sq = _load(run / "eval" / "squad_report.json")
+    if sq:
+        g = sq.get("gate") or {}
+        out.append("SQuAD (%d records): EmF1 F1 %.2f, Em %.2f; official v1.1 F1 %.2f, EM %.2f; gate %s%s" % (
+            sq.get("total", 0), sq["emf1"]["F1"], sq["emf1"]["Em"], sq.get("squad_v1.1", {}).get("f1", 0.0),
+            sq.get("squad_v1.1", {}).get("em", 0.0), "PASS" if g.get("pass") else ("FAIL" if g else "not run"),
+            " (%s)" % g["basis"] if g.get("basis") else ""))
+    if verify:
+        out.append("verify: %s (%d passed, %d failed, %d skipped)" % (
+            "PASS" if verify.get("verified") else "FAIL", verify.get("passed", 0), verify.get("failed", 0),
+            verify.get("skipped", 0)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run folder (RUN)")
+    ap.add_argument("--submission", help="submission folder built from it")
+    ap.add_argument("--verify-json", help="the output of `verify.py --json` for that submission")
+    ap.add_argument("--title", default="summary")
+    ap.add_argument("--tiny-note", action="store_true", help="end with the note that tiny accuracy is not 8B's")
+    args = ap.parse_args()
+    if not Path(args.run).is_dir():
+        raise KitError("run folder not found: %s" % args.run)
+    verify = None
+    if args.verify_json:
+        try:
+            verify = json.loads(Path(args.verify_json).read_text(encoding="utf-8").strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError) as exc:
+            raise KitError("%s: not a verify.py --json result: %s" % (args.verify_json, exc)) from None
+    lines = build_summary(args.run, args.submission, verify, args.title)
+    if args.tiny_note:
+        lines.append("note: " + TINY_NOTE)
+    lines.append("=" * 100)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
