@@ -15,7 +15,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 import numpy as np
 
 from lorakit import ckpt_io, params
+from lorakit.bench import machine_info
 from lorakit.config import load_config
 from lorakit.io import KitError, run_main, write_json
 from lorakit.paths import CACHE, REPO
@@ -63,27 +63,6 @@ def measure(cmd, env=None):
     return secs, rss, rc, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
 
-def machine():
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = 0
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            mem = int(fh.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    import mindspore
-
-    return collections.OrderedDict([("cpu", cpu), ("cores", os.cpu_count()), ("mem_bytes", mem),
-                                    ("python", platform.python_version()), ("mindspore", mindspore.__version__),
-                                    ("numpy", np.__version__)])
 
 
 def compare(full_path, outputs, scaling):
@@ -201,7 +180,7 @@ def main(argv=None):
                                                     ("stock", stock_out)]), scaling)
     result = collections.OrderedDict([
         ("command", " ".join(["tools/bench_ckpt.py"] + (argv if argv is not None else sys.argv[1:]))),
-        ("machine", machine()),
+        ("machine", machine_info(libs=True)),
         ("checkpoint", collections.OrderedDict([
             ("layers", args.layers), ("with_embeddings", args.with_embeddings), ("base_dtype", "bfloat16"),
             ("lora_dtype", args.lora_dtype), ("lora_rank", args.rank), ("lora_alpha", args.alpha),

@@ -15,7 +15,6 @@ The "## Data" section of docs/benchmarks.md is replaced by the results (other se
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from lorakit.io import KitError, atomic_open, run_main, write_json
+from lorakit.bench import loadavg, machine_info, update_doc_section
+from lorakit.io import KitError, run_main, write_json
 from lorakit.paths import REPO
 
 TOOLS = REPO / "tools"
@@ -78,31 +78,8 @@ def timed(cmd, cwd=None, env=None, log=None, per=None):
     return time.perf_counter() - t0, peak[0] / 1024.0, rc
 
 
-def machine():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = 0
-    try:
-        with open("/proc/meminfo") as fh:
-            mem = int(fh.readline().split()[1]) // (1024 * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": mem, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
-def load():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def compare(stock_path, kit_path):
@@ -141,20 +118,6 @@ def compare(stock_path, kit_path):
     return out
 
 
-def update_section(doc, text):
-    """Replace the '## Data' section of docs/benchmarks.md (create the file/section if absent)."""
-    doc = Path(doc)
-    old = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text.rstrip("\n") + "\n" + ("\n" + "".join(lines[end:]) if end < len(lines)
-                                                                 else "")
-    with atomic_open(doc) as fh:
-        fh.write(new)
 
 
 def main(argv=None):
@@ -194,7 +157,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     env = dict(os.environ, GLOG_v="3")
-    res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    res = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "n": args.n, "seq_length": args.seq_length}
     try:
         # inputs: generated records -> conversation JSON (stock recipe, nothing removed)
@@ -223,7 +186,7 @@ def main(argv=None):
         for _ in range(max(1, args.repeat)):  # alternate, so that load changes hit both alike
             for f in stock_out.parent.glob("stock.mindrecord*"):
                 f.unlink()
-            lo = load()
+            lo = loadavg()
             t, rss, rc = timed(stock_cmd, cwd=str(stock_root / "research" / "llama3"), env=stock_env,
                                log=str(work / "stock.log"))
             if rc != 0:
@@ -234,7 +197,7 @@ def main(argv=None):
                 cmd = [py, str(TOOLS / "convert_dataset.py"), "to-mindrecord", conv, "--out", out, "--tokenizer",
                        args.tokenizer, "--seq-length", args.seq_length, "--overlong", mode, "--no-progress",
                        "--report", work / ("kit_%s_report" % mode)]
-                lo = load()
+                lo = loadavg()
                 t, rss, rc = timed(cmd, env=env, log=str(work / ("kit_%s.log" % mode)))
                 if rc != 0:
                     raise KitError("convert_dataset.py to-mindrecord failed (exit %d), see %s"
@@ -272,12 +235,12 @@ def main(argv=None):
             for f in stock_out.parent.glob("stock_scale.mindrecord*"):
                 f.unlink()
             cmd = [conv_n if c == conv else scale_out if c == stock_out else c for c in stock_cmd]
-            lo_s = load()
+            lo_s = loadavg()
             ts, _, rc = timed(cmd, cwd=str(stock_root / "research" / "llama3"), env=stock_env,
                               log=str(work / "stock_scale.log"))
             if rc != 0:
                 raise KitError("stock llama_preprocess.py failed (exit %d), see %s" % (rc, work / "stock_scale.log"))
-            lo_k = load()
+            lo_k = loadavg()
             tk, _, rc = timed([py, str(TOOLS / "convert_dataset.py"), "to-mindrecord", conv_n, "--out",
                                work / "kit_scale.mindrecord", "--tokenizer", args.tokenizer, "--seq-length",
                                args.seq_length, "--no-progress"], env=env, log=str(work / "kit_scale.log"))
@@ -297,7 +260,7 @@ def main(argv=None):
             out_dir = work / "full_out"
             cmd = [py, str(TOOLS / "convert_dataset.py"), "convert", full, "--out-dir", out_dir, "--tokenizer",
                    args.tokenizer, "--seq-length", args.seq_length, "--no-progress"]
-            res["load_before_full"] = load()
+            res["load_before_full"] = loadavg()
             per = {}
             t, rss, rc = timed(cmd, env=env, log=str(work / "full.log"), per=per)
             if rc != 0:
@@ -317,7 +280,7 @@ def main(argv=None):
             shutil.rmtree(str(work), ignore_errors=True)
 
     if not args.no_doc:
-        update_section(args.doc, render(res))
+        update_doc_section(args.doc, SECTION, render(res))
         write_json(REPO / ".cache" / "bench" / "data.json", res)
     if args.json:
         print(json.dumps(res))

@@ -12,55 +12,22 @@ figures.
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from lorakit.bench import loadavg, machine_info, update_doc_section
 from lorakit.config import load_config, model_config
-from lorakit.io import KitError, atomic_open, run_main
+from lorakit.io import KitError, run_main
 from lorakit.paths import REPO
 
 SECTION = "## Eval"
 
 
-def machine(load_start=None):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import mindformers
-    import mindspore
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "mindspore": mindspore.__version__, "mindformers": getattr(mindformers, "__version__", "?"),
-            "platform": platform.platform(),
-            "load_start": load_start, "load_end": loadavg()}
 
 
-def loadavg():
-    return " / ".join("%.1f" % x for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
 
 
-def update_doc(path, text):
-    """Replace (or append) the `## Eval` section of the benchmarks doc; other sections are left as they are."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    with atomic_open(path) as fh:
-        fh.write(new)
 
 
 def main(argv=None):
@@ -97,7 +64,7 @@ def main(argv=None):
     runs = []
     for template in templates:
         runs.append(bench_template(args, template, sizes, tok, predict))
-    result = {"command": "tools/bench_predict.py " + " ".join(sys.argv[1:]), "machine": machine(load_start),
+    result = {"command": "tools/bench_predict.py " + " ".join(sys.argv[1:]), "machine": dict(machine_info(libs=True), load_start=load_start, load_end=loadavg()),
               "config": args.config, "rows_from": "all" if args.all_rows else "Chinese rows", "rows": args.rows,
               "new_tokens": args.new_tokens, "rounds": args.rounds, "runs": runs}
     tables = []
@@ -132,7 +99,7 @@ def main(argv=None):
                 % (SECTION, args.config, args.rows, result["rows_from"], Path(args.input).name, args.new_tokens,
                    args.rounds, " ".join(sys.argv[1:]), m["cpu"], m["cores"], m["python"], m["mindspore"],
                    m["mindformers"], m["load_start"], m["load_end"], table))
-        update_doc(args.update_doc, text)
+        update_doc_section(args.update_doc, SECTION, text)
     if args.json:
         print(json.dumps(result))
     else:
