@@ -150,3 +150,13 @@ submission: ## package RUN into submission/TEAM/ + TEAM.zip, self-verified (TEAM
 verify: ## re-derive every number of SUBMISSION=path (folder or zip); GOLD=, SQUAD_RECORDS=, RERUN=1 optional
 	$(PY) tools/verify.py $(SUBMISSION) $(if $(GOLD),--gold $(GOLD)) \
 		$(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) $(if $(filter 1,$(RERUN)),--rerun)
+
+##@ Benchmarks
+FORK ?= $(CONTEST_FORK)
+.PHONY: bench
+bench: ## rerun the data, checkpoint and eval benchmarks into docs/benchmarks.md (FORK=contest MindFormers source dir)
+	@test -n "$(FORK)" || { echo "bench: set FORK=/path/to/mindformers (the public contest archive's topic2-finetune/mindformers; not committed)"; exit 2; }
+	test -f $(CACHE)/tokenizer/tokenizer.model || $(MAKE) tokenizer
+	$(PY) tools/bench_data.py --fork $(FORK)
+	$(PY) tools/bench_ckpt.py --stock $(FORK)/mindformers/tools/transform_ckpt_lora.py --update-doc
+	$(PY) tools/bench_predict.py --update-doc

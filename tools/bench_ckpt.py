@@ -24,12 +24,14 @@ import time
 import numpy as np
 
 from lorakit import ckpt_io, params
-from lorakit.bench import machine_info
+from lorakit.bench import loadavg, machine_info, update_doc_section
 from lorakit.config import load_config
 from lorakit.io import KitError, run_main, write_json
 from lorakit.paths import CACHE, REPO
 
-STOCK = "/work/ref/fork/mindformers/tools/transform_ckpt_lora.py"
+# the contest fork's tool, from $CONTEST_FORK (the public contest archive's topic2-finetune/mindformers)
+STOCK = (os.path.join(os.environ["CONTEST_FORK"], "mindformers", "tools", "transform_ckpt_lora.py")
+         if os.environ.get("CONTEST_FORK") else None)
 
 
 # A minimal launcher: Linux's ru_maxrss of a child starts at the RSS of the process it was forked from
@@ -63,6 +65,45 @@ def measure(cmd, env=None):
     return secs, rss, rc, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
 
+SECTION = "## Checkpoints (ckpt.py fold-lora vs the fork's transform_ckpt_lora.py)"
+
+
+def render(r):
+    """The benchmarks.md section for one result (what `make bench` writes)."""
+    m, c, e = r["machine"], r["checkpoint"], r["errors_vs_fp64"]
+    mb = lambda b: f"{int(b) // (1 << 20):,} MB"  # noqa: E731
+    lines = [SECTION, "",
+             "Command: `.venv/bin/python %s` (one run of each tool on the same synthetic checkpoint; %s)." % (
+                 r["command"], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), "",
+             "Machine: %s, %s cores, %d GB RAM, Python %s, MindSpore %s, numpy %s; load average %s." % (
+                 m["cpu"], m["cores"], m["ram_gb"], m["python"], m.get("mindspore"), m.get("numpy"),
+                 r.get("load", "?")), "",
+             "Synthetic checkpoint: %d decoder layers with Llama3-8B shapes%s, base weights in %s, LoRA r%s/alpha %s "
+             "on `%s` in %s; %s parameters, %.2f GB. The stock tool (`transform_ckpt_lora.py --lora_scaling %s`) "
+             "runs from a temporary copy of the contest fork's file (never committed); the kit runs "
+             "`ckpt.py extract-lora` then `ckpt.py fold-lora`. Wall time and peak RSS of each tool's own process." % (
+                 c["layers"], " plus embedding and lm_head" if c["with_embeddings"] else "", c["base_dtype"],
+                 c["lora_rank"], c["lora_alpha"], c["target_modules"], c["lora_dtype"], "{:,}".format(c["params"]),
+                 c["bytes"] / 1e9, r["scaling"]), "",
+             "| | wall s | peak RSS | vs stock |", "|---|---|---|---|",
+             "| stock `transform_ckpt_lora.py` | %.2f | %s | 1 |" % (r["stock"]["seconds"],
+                                                                  mb(r["stock"]["peak_rss_bytes"])),
+             "| kit `fold-lora` | %.2f | %s | **%.2fx faster, %.3fx peak RSS** |" % (
+                 r["kit_fold"]["seconds"], mb(r["kit_fold"]["peak_rss_bytes"]), r["speedup_fold"],
+                 r["rss_ratio_fold"]),
+             "| kit `extract-lora` (once per run) | %.2f | %s | extract + fold: %.2fx faster |" % (
+                 r["kit_extract"]["seconds"], mb(r["kit_extract"]["peak_rss_bytes"]),
+                 r["speedup_extract_plus_fold"]), "",
+             "Folded weights against an fp64 reference `W + %s * B @ A` (%d folded matrices):" % (
+                 r["scaling"], e["folded_weights"]), "",
+             "| | max abs error | RMS error | elements equal to the correctly rounded %s value |" % c["base_dtype"],
+             "|---|---|---|---|"]
+    for k, label in (("kit", "kit (fp32 math, one rounding)"), ("stock", "stock")):
+        lines.append("| %s | %.4g | %.5g | %.3f %% |" % (label, e[k]["max_abs_err"], e[k]["rms_err"],
+                                                         100 * e[k]["share_correctly_rounded"]))
+    lines += ["", "Goals: peak RSS <= 0.6x stock, speed >= 1.5x, folded weights closer to fp64 than stock. "
+              "The maximum errors coincide when both are bounded by the final rounding to the storage dtype.", ""]
+    return "\n".join(lines)
 
 
 def compare(full_path, outputs, scaling):
@@ -125,8 +166,12 @@ def main(argv=None):
     ap.add_argument("--workdir", default=str(CACHE / "bench_ckpt"))
     ap.add_argument("--keep", action="store_true", help="keep the synthetic and output checkpoints")
     ap.add_argument("--out", help="write the result JSON here too")
+    ap.add_argument("--update-doc", nargs="?", const=str(REPO / "docs" / "benchmarks.md"), default=None,
+                    help="rewrite this benchmark's section of docs/benchmarks.md (default path)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
+    if not args.stock:
+        raise KitError("give --stock FILE (or CONTEST_FORK=DIR): the contest fork's transform_ckpt_lora.py")
     if not os.path.isfile(args.stock):
         raise KitError("stock tool not found: %s" % args.stock)
 
@@ -199,8 +244,11 @@ def main(argv=None):
     ])
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+    result["load"] = loadavg()
     if args.out:
         write_json(args.out, result)
+    if args.update_doc:
+        update_doc_section(args.update_doc, SECTION, render(result))
     if args.json:
         print(json.dumps(result))
     else:

@@ -123,8 +123,9 @@ def compare(stock_path, kit_path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fork", default=os.environ.get("CONTEST_FORK", "/work/ref/fork"),
-                    help="the contest's MindFormers source (needs research/llama3/); default %(default)s")
+    ap.add_argument("--fork", default=os.environ.get("CONTEST_FORK"),
+                    help="the contest's MindFormers source (needs research/llama3/; the public contest archive's "
+                         "topic2-finetune/mindformers); default $CONTEST_FORK")
     ap.add_argument("--tokenizer", default=str(REPO / ".cache" / "tokenizer" / "tokenizer.model"),
                     help="real Llama 3 tokenizer.model (make tokenizer)")
     ap.add_argument("--n", type=int, default=20000, help="records for the stock comparison (default 20000)")
@@ -146,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
 
+    if not args.fork:
+        raise KitError("give --fork DIR (or CONTEST_FORK=DIR): the contest's MindFormers, for its llama_preprocess.py")
     fork = Path(args.fork)
     if not (fork / "research" / "llama3" / "llama_preprocess.py").is_file():
         raise KitError("%s: no research/llama3/llama_preprocess.py (give --fork: the contest's MindFormers, "
