@@ -112,8 +112,9 @@ EVAL_N ?= 200
 EVAL_SEED ?= 20241
 EVAL_BATCH ?= 16
 SQUAD_DEV ?= tests/data/squad_tiny.json
-# predict with yaml/<profile>-predict.yaml when there is one (8B: use_past on, one NPU), else the profile itself
-EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(PROFILE))
+# predict with yaml/<profile>-predict.yaml when there is one (any llama3-8b* profile: yaml/llama3-8b-predict.yaml,
+# use_past on, one NPU; the folded checkpoint carries the LoRA), else the profile itself
+EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(if $(filter llama3-8b%,$(PROFILE)),yaml/llama3-8b-predict.yaml,$(PROFILE)))
 EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(CACHE)/tokenizer/tokenizer.model)
 # weights: the folded checkpoint when `make merge` made one, else the newest (by time, not name) trained checkpoint
 EVAL_CKPT ?= $(or $(wildcard $(RUN)/folded/folded.ckpt),$(shell ls -t $(RUN)/train/output/checkpoint/rank_0/*.ckpt 2>/dev/null | head -1))

@@ -91,6 +91,15 @@ def setup_ascend(args):
     elif not (Path(mf_dir) / "mindformers" / "__init__.py").exists():
         failures.append("MINDFORMERS_DIR=%s does not hold mindformers/__init__.py (unzip mindformers.zip there)"
                         % mf_dir)
+    else:
+        # build.sh also installs a copy into site-packages: the patches only act on the tree Python imports
+        import importlib.util
+
+        spec = importlib.util.find_spec("mindformers")
+        imported = Path(spec.origin).resolve().parent.parent if spec and spec.origin else None
+        if imported != Path(mf_dir).resolve():
+            failures.append("Python imports mindformers from %s, not MINDFORMERS_DIR: export PYTHONPATH=%s:$PYTHONPATH"
+                            % (imported.parent if imported else "nowhere", mf_dir))
     missing = []
     for mod in ("tiktoken", "yaml", "jsonschema", "jieba", "tqdm", "matplotlib"):
         try:
