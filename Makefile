@@ -65,7 +65,11 @@ data: $(if $(RAW),,$(CACHE)/gen/train_$(DATA_N).jsonl) ## RAW=train.json (else D
 	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/data \
 	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),vicuna) --overlong $(OVERLONG) \
 	  $(if $(SEQ_LENGTH),--seq-length $(SEQ_LENGTH)) $(if $(MULTIPLE_OF),--multiple-of $(MULTIPLE_OF)) \
-	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(CACHE)/tokenizer/tokenizer.model))
+	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(CACHE)/tokenizer/tokenizer.model)) $(DATA_ARGS)
+
+# `make train` converts only when the MindRecord is missing; `make data` always (re)converts.
+$(RUN)/data/train.mindrecord:
+	@$(MAKE) --no-print-directory data
 
 audit: ## RAW=train.json: families, exact reproduction of every solution, duplicates, bad lines (exit 1 on unreadable lines)
 	$(PY) tools/convert_dataset.py audit $(or $(RAW),../shared/data/contest_sample.jsonl)
@@ -79,7 +83,7 @@ DEVICES ?= [0,4)
 # count from the yaml (dp x mp x pp = 4 for llama3-8b*); WORKERS=N there is checked against it.
 TRAIN_DP = $(if $(and $(filter tiny%,$(PROFILE)),$(filter-out 1,$(WORKERS))),--set use_parallel=True --set parallel_config.data_parallel=$(WORKERS))
 
-train: $(if $(DRY_RUN),,data) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
+train: $(if $(DRY_RUN),,$(RUN)/data/train.mindrecord) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
 	$(if $(filter tiny%,$(PROFILE)),,$(if $(BASE_CKPT),,$(error PROFILE=$(PROFILE) needs BASE_CKPT=/path/to/llama3-8B.ckpt)))
 	$(PY) tools/launch.py $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run) \
 	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/data/train.mindrecord \
@@ -142,15 +146,78 @@ eval: ## predict + score math (3 policies, per family) and the SQuAD EmF1 gate i
 
 ##@ Submission
 .PHONY: submission verify
-SUBMISSION ?= submission/$(TEAM)
+SUBMISSION_DIR ?= submission
+SUBMISSION ?= $(SUBMISSION_DIR)/$(TEAM)
 submission: ## package RUN into submission/TEAM/ + TEAM.zip, self-verified (TEAM=name; GOLD=, WEIGHTS_URL=, NOTES= optional)
-	$(PY) tools/package.py --team $(TEAM) --run $(RUN) --profile $(PROFILE) \
+	$(PY) tools/package.py --team $(TEAM) --run $(RUN) --profile $(PROFILE) --out-dir $(SUBMISSION_DIR) \
 		$(if $(GOLD),--gold $(GOLD)) $(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) \
 		$(if $(WEIGHTS_URL),--weights-url $(WEIGHTS_URL)) $(if $(NOTES),--notes $(NOTES))
 
 verify: ## re-derive every number of SUBMISSION=path (folder or zip); GOLD=, SQUAD_RECORDS=, RERUN=1 optional
 	$(PY) tools/verify.py $(SUBMISSION) $(if $(GOLD),--gold $(GOLD)) \
 		$(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) $(if $(filter 1,$(RERUN)),--rerun)
+
+##@ Demo
+# The whole contest pipeline on the tiny CPU model (docs/demo-tuning.md says why these settings): a stand-in
+# "base model" pre-trained briefly on generated math (stock answers + a few worked solutions), then the contest
+# recipe: LoRA with the cot targets, merge, held-out prediction, per-family scores, SQuAD gate against the base,
+# submission, verify. DEMO_* variables shrink it (the end-to-end test does).
+DEMO_RUN ?= $(RUNS)/demo
+DEMO_TEAM ?= demo
+DEMO_SEED ?= 3
+DEMO_BASE_N ?= 30000
+DEMO_BASE_COT_N ?= 8000
+DEMO_LORA_N ?= 25000
+DEMO_TEST_N ?= 300
+DEMO_BASE_STEPS ?= 2000
+DEMO_LORA_STEPS ?= 600
+D := $(DEMO_RUN)
+DEMO_FAMILIES := --families mass,fraction,area --weights mass=1,fraction=1,area=1
+DEMO_STEP = @printf '\n\033[1m== demo %s\033[0m\n' 
+.PHONY: demo demo-base
+demo-base: ## demo stage 1: base corpus + full-parameter pre-training of the tiny stand-in base model + its own eval
+	$(DEMO_STEP)"[1/7] generate data: base corpus, LoRA corpus, held-out test set"
+	@mkdir -p $(D)/gen $(D)/base_data
+	$(PY) tools/gen_math.py --n $(DEMO_BASE_N) --seed $(DEMO_SEED) $(DEMO_FAMILIES) --out $(D)/gen/base_stock.jsonl --no-progress
+	$(PY) tools/gen_math.py --n $(DEMO_BASE_COT_N) --seed $$(($(DEMO_SEED)+1)) --families area,mass,fraction --weights area=38,mass=1,fraction=1 --out $(D)/gen/base_cot.jsonl --no-progress
+	$(PY) tools/gen_math.py --n $(DEMO_LORA_N) --seed $$(($(DEMO_SEED)+2)) --families mass,fraction --weights mass=1,fraction=1 --out $(D)/gen/lora.jsonl --no-progress
+	$(PY) tools/gen_math.py --n $(DEMO_TEST_N) --seed 12345 $(DEMO_FAMILIES) --out $(D)/gen/test.jsonl --no-progress
+	$(PY) tools/convert_dataset.py to-mindrecord $(D)/gen/base_stock.jsonl --out $(D)/base_data/stock.mindrecord --template plain --profile tiny-demo --no-progress
+	$(PY) tools/convert_dataset.py to-conversation $(D)/gen/base_cot.jsonl --out $(D)/gen/base_cot.json --recipe cot --no-dedup --no-progress
+	$(PY) tools/convert_dataset.py to-mindrecord $(D)/gen/base_cot.json --out $(D)/base_data/cot.mindrecord --template plain --profile tiny-demo --no-progress
+	$(DEMO_STEP)"[2/7] pre-train the stand-in base model (full parameters, random init; Llama3-8B's role)"
+	$(PY) tools/launch.py -- tools/finetune.py --config tiny-base --train-data $(D)/base_data --load-checkpoint '' \
+	  --run-dir $(D)/base --steps $(DEMO_BASE_STEPS)
+	cp "$$(ls -t $(D)/base/output/checkpoint/rank_0/*.ckpt | head -1)" $(D)/base/base.ckpt
+	$(DEMO_STEP)"[3/7] evaluate the base model alone (math + SQuAD: the before picture and the gate's reference)"
+	$(PY) tools/predict.py --input $(D)/gen/test.jsonl --out $(D)/base/eval/predictions.jsonl --config tiny-base \
+	  --checkpoint $(D)/base/base.ckpt --tokenizer tiny --template plain --batch-size 50 --max-new-tokens 40
+	$(PY) tools/score_math.py --gold $(D)/gen/test.jsonl --pred $(D)/base/eval/predictions.jsonl --out-dir $(D)/base/eval > /dev/null
+	$(PY) tools/squad.py prepare --dev $(SQUAD_DEV) --out $(D)/base/eval/squad_records.jsonl
+	$(PY) tools/predict.py --input $(D)/base/eval/squad_records.jsonl --out $(D)/base/eval/squad_predictions.jsonl \
+	  --config tiny-base --checkpoint $(D)/base/base.ckpt --tokenizer tiny --batch-size 8 --max-new-tokens 20 --min-new-tokens 1
+	$(PY) tools/squad.py score --records $(D)/base/eval/squad_records.jsonl --pred $(D)/base/eval/squad_predictions.jsonl \
+	  --out-dir $(D)/base/eval > /dev/null
+
+demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge, eval, submission, verify, summary
+	@$(MAKE) --no-print-directory setup
+	@$(MAKE) --no-print-directory demo-base PROFILE=tiny-demo
+	$(DEMO_STEP)"[4/7] LoRA finetune with the cot recipe (make data + make train)"
+	@$(MAKE) --no-print-directory data PROFILE=tiny-demo RUN=$(D) RAW=$(D)/gen/lora.jsonl RECIPE=cot TEMPLATE=plain \
+	  DATA_ARGS="--no-dedup --shuffle --no-progress"
+	@$(MAKE) --no-print-directory train PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/base/base.ckpt \
+	  CHECKPOINTS= TRAIN_ARGS="--steps $(DEMO_LORA_STEPS)"
+	$(DEMO_STEP)"[5/7] merge: extract the adapter, fold it into the base (make merge)"
+	@$(MAKE) --no-print-directory merge PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/base/base.ckpt
+	$(DEMO_STEP)"[6/7] evaluate: held-out math per family, SQuAD gate at 90 % of the base (make eval)"
+	@$(MAKE) --no-print-directory eval PROFILE=tiny-demo RUN=$(D) EVAL_GOLD=$(D)/gen/test.jsonl EVAL_BATCH=50 \
+	  BASE_REPORT=$(D)/base/eval/squad_report.json
+	$(DEMO_STEP)"[7/7] package and verify the submission (make submission + make verify)"
+	@$(MAKE) --no-print-directory submission PROFILE=tiny-demo RUN=$(D) TEAM=$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
+	@$(MAKE) --no-print-directory verify SUBMISSION=$(SUBMISSION_DIR)/$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
+	@$(PY) tools/verify.py $(SUBMISSION_DIR)/$(DEMO_TEAM) --gold $(D)/gen/test.jsonl --json > $(D)/verify.json
+	@$(PY) tools/summary.py --run $(D) --submission $(SUBMISSION_DIR)/$(DEMO_TEAM) --verify-json $(D)/verify.json \
+	  --title "make demo" --tiny-note
 
 ##@ Benchmarks
 FORK ?= $(CONTEST_FORK)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lorakit.io import KitError, atomic_path, iter_jsonl, read_json, run_main, write_json
 from lorakit.metrics import DEFAULT_TOLERANCE, HEADLINE_POLICY, POLICIES, score_predictions
+from lorakit.params import score_ratio
 
 
 def read_rows(path, required=()):
@@ -107,7 +108,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     ap.add_argument("--ratio", type=float, default=None, help="trainable-parameter ratio for the contest score")
     ap.add_argument("--params", default=None,
-                    help="count_params.py JSON (e.g. RUN/eval/params.json): its ratio_contest is the --ratio")
+                    help="count_params.py JSON (e.g. RUN/eval/params.json): gives --ratio (trainable/8.03e9 for "
+                         "Llama3-8B, trainable/total for other models)")
     ap.add_argument("--out-dir", default=None, help="write math_report.{json,md,png} here")
     ap.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                     help="relative tolerance of the `tolerance` policy (default %(default)g)")
@@ -122,9 +124,10 @@ def main(argv=None):
             raise KitError("give --ratio or --params, not both")
         params = read_json(args.params)
         try:
-            args.ratio = float(params["ratio_contest"])
+            args.ratio = score_ratio(params)  # 8.03e9 for Llama3-8B, the exact total for any other model
         except (KeyError, TypeError, ValueError):
-            raise KitError("%s: no number 'ratio_contest' (write it with count_params.py --out)" % args.params) from None
+            raise KitError("%s: no 'total' / 'ratio_contest' / 'ratio_exact' (write it with count_params.py --out)"
+                           % args.params) from None
     if args.ratio is not None and not (0 <= args.ratio < 1):
         raise KitError("--ratio must be a fraction in [0, 1)")
 

@@ -17,6 +17,7 @@
 
 import argparse
 import json
+import os
 import unicodedata
 from pathlib import Path
 
@@ -200,10 +201,19 @@ def gate(report, base=None, f1_min=DEFAULT_F1, em_min=DEFAULT_EM, fraction=FRACT
             "basis": basis}
 
 
+def _portable_name(path):
+    """How a report names the base run: relative to the working directory, or by file name when outside it
+    (reports end up in submissions, which must hold no absolute paths)."""
+    if not path:
+        return "base"
+    rel = os.path.relpath(os.path.abspath(path))
+    return rel if not rel.startswith("..") else os.path.basename(path)
+
+
 def cmd_gate(args):
     rep = read_json(args.report)
     base = read_json(args.base_report) if args.base_report else None
-    g = gate(rep, base, args.f1, args.em, args.fraction, str(args.base_report))
+    g = gate(rep, base, args.f1, args.em, args.fraction, _portable_name(args.base_report))
     if args.write:
         rep["gate"] = g
         write_json(args.report, rep)

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .io import KitError, atomic_path, sha256_file
+from .params import LLAMA3_8B_TOTAL, score_ratio  # noqa: F401 - the score rule lives with the counts
 from .paths import SCHEMA_DIR
 
 MANIFEST_NAME = "manifest.json"
@@ -335,17 +336,6 @@ def read_json_limited(path, limit=DEFAULT_MAX_JSON_BYTES):
 
 
 # ---------------------------------------------------------------- numbers shared by package and verify
-
-LLAMA3_8B_TOTAL = 8030261248  # exact base total of Llama3-8B (CONTEST.md section 5)
-
-
-def score_ratio(params):
-    """The ratio the score uses: the contest's trainable / 8.03e9 for Llama3-8B itself, else the exact
-    trainable / total (8.03e9 means nothing for the tiny CPU model)."""
-    if int(params["total"]) == LLAMA3_8B_TOTAL:
-        return float(params["ratio_contest"])
-    return float(params["ratio_exact"])
-
 
 def read_ckpt_safe(path, max_bytes=DEFAULT_MAX_MEMBER_BYTES):
     """OrderedDict name -> float64 ndarray of a (hostile) .ckpt (adapter or small base), via lorakit.ckpt_io's protobuf reader.

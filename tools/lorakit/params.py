@@ -24,6 +24,7 @@ from .io import KitError
 
 # The contest divided by this (the base model size, rounded); the exact base total is 8,030,261,248.
 CONTEST_DENOMINATOR = 8.03e9
+LLAMA3_8B_TOTAL = 8030261248  # exact base total of Llama3-8B (CONTEST.md section 5)
 LORA_TAG = "mindpet_delta_lora"
 
 
@@ -266,3 +267,11 @@ def expand_override(item):
         if item.startswith(short):
             return full + item[len(short):]
     return item
+
+
+def score_ratio(params):
+    """The ratio the contest score uses: trainable / 8.03e9 for Llama3-8B itself, else the exact
+    trainable / total (8.03e9 means nothing for the tiny CPU model). `params` is count_params' JSON."""
+    if int(params["total"]) == LLAMA3_8B_TOTAL:
+        return float(params["ratio_contest"])
+    return float(params["ratio_exact"])
