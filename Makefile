@@ -141,7 +141,7 @@ eval: ## predict + score math (3 policies, per family) and the SQuAD EmF1 gate i
 		--max-new-tokens 20 --min-new-tokens 1
 	$(PY) tools/squad.py score --records $(RUN)/eval/squad_records.jsonl --pred $(RUN)/eval/squad_predictions.jsonl \
 		--out-dir $(RUN)/eval
-	$(PY) tools/squad.py gate --report $(RUN)/eval/squad_report.json --write $(if $(BASE_REPORT),--base-report $(BASE_REPORT)) \
+	$(PY) tools/squad.py gate --report $(RUN)/eval/squad_report.json --write $(if $(BASE_REPORT),--base-report $(BASE_REPORT)) $(SQUAD_GATE_ARGS) \
 		$(if $(filter tiny%,$(PROFILE)),|| echo "eval: SQuAD gate failed - expected for the tiny model (the thresholds are the 8B base model's)")
 
 ##@ Submission
@@ -176,8 +176,8 @@ DEMO_FAMILIES := --families mass,fraction,area --weights mass=1,fraction=1,area=
 DEMO_STEP = @printf '\n\033[1m== demo %s\033[0m\n' 
 .PHONY: demo demo-base
 demo-base: ## demo stage 1: base corpus + full-parameter pre-training of the tiny stand-in base model + its own eval
-	$(DEMO_STEP)"[1/7] generate data: base corpus, LoRA corpus, held-out test set"
-	@mkdir -p $(D)/gen $(D)/base_data
+	$(DEMO_STEP)"[1/7] generate data: base corpus, LoRA corpus, held-out test set (a fresh $(D))"
+	@rm -rf $(D) && mkdir -p $(D)/gen $(D)/base_data
 	$(PY) tools/gen_math.py --n $(DEMO_BASE_N) --seed $(DEMO_SEED) $(DEMO_FAMILIES) --out $(D)/gen/base_stock.jsonl --no-progress
 	$(PY) tools/gen_math.py --n $(DEMO_BASE_COT_N) --seed $$(($(DEMO_SEED)+1)) --families area,mass,fraction --weights area=38,mass=1,fraction=1 --out $(D)/gen/base_cot.jsonl --no-progress
 	$(PY) tools/gen_math.py --n $(DEMO_LORA_N) --seed $$(($(DEMO_SEED)+2)) --families mass,fraction --weights mass=1,fraction=1 --out $(D)/gen/lora.jsonl --no-progress
@@ -209,9 +209,11 @@ demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge,
 	  CHECKPOINTS= TRAIN_ARGS="--steps $(DEMO_LORA_STEPS)"
 	$(DEMO_STEP)"[5/7] merge: extract the adapter, fold it into the base (make merge)"
 	@$(MAKE) --no-print-directory merge PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/base/base.ckpt
-	$(DEMO_STEP)"[6/7] evaluate: held-out math per family, SQuAD gate at 90 % of the base (make eval)"
+	$(DEMO_STEP)"[6/7] evaluate: held-out math per family, SQuAD scores and gate (make eval)"
+	@# the tiny base cannot read English (its SQuAD F1 is chance level, see RUN/base/eval): there is no reading
+	@# ability to keep, so the demo's gate runs with thresholds 0 (the notebook uses the contest's 53.8832 / 39.7533)
 	@$(MAKE) --no-print-directory eval PROFILE=tiny-demo RUN=$(D) EVAL_GOLD=$(D)/gen/test.jsonl EVAL_BATCH=50 \
-	  BASE_REPORT=$(D)/base/eval/squad_report.json
+	  SQUAD_GATE_ARGS="--f1 0 --em 0"
 	$(DEMO_STEP)"[7/7] package and verify the submission (make submission + make verify)"
 	@$(MAKE) --no-print-directory submission PROFILE=tiny-demo RUN=$(D) TEAM=$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
 	@$(MAKE) --no-print-directory verify SUBMISSION=$(SUBMISSION_DIR)/$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
