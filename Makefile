@@ -153,9 +153,10 @@ submission: ## package RUN into submission/TEAM/ + TEAM.zip, self-verified (TEAM
 		$(if $(GOLD),--gold $(GOLD)) $(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) \
 		$(if $(WEIGHTS_URL),--weights-url $(WEIGHTS_URL)) $(if $(NOTES),--notes $(NOTES))
 
-verify: ## re-derive every number of SUBMISSION=path (folder or zip); GOLD=, SQUAD_RECORDS=, RERUN=1 optional
+verify: ## re-derive every number of SUBMISSION=path (folder or zip); GOLD=, SQUAD_RECORDS=, RERUN=1 (+ BASE_CKPT=, TOKENIZER=) optional
 	$(PY) tools/verify.py $(SUBMISSION) $(if $(GOLD),--gold $(GOLD)) \
-		$(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) $(if $(filter 1,$(RERUN)),--rerun)
+		$(if $(SQUAD_RECORDS),--squad-records $(SQUAD_RECORDS)) $(if $(filter 1,$(RERUN)),--rerun \
+		$(if $(BASE_CKPT),--base-checkpoint $(BASE_CKPT)) $(if $(TOKENIZER),--tokenizer $(TOKENIZER)))
 
 ##@ Demo
 # The whole contest pipeline on the tiny CPU model (docs/demo-tuning.md says why these settings): a stand-in
@@ -216,8 +217,10 @@ demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge,
 	  SQUAD_GATE_ARGS="--f1 0 --em 0"
 	$(DEMO_STEP)"[7/7] package and verify the submission (make submission + make verify)"
 	@$(MAKE) --no-print-directory submission PROFILE=tiny-demo RUN=$(D) TEAM=$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
-	@$(MAKE) --no-print-directory verify SUBMISSION=$(SUBMISSION_DIR)/$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
-	@$(PY) tools/verify.py $(SUBMISSION_DIR)/$(DEMO_TEAM) --gold $(D)/gen/test.jsonl --json > $(D)/verify.json
+	@$(MAKE) --no-print-directory verify SUBMISSION=$(SUBMISSION_DIR)/$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl \
+	  RERUN=1 BASE_CKPT=$(D)/base/base.ckpt
+	@$(PY) tools/verify.py $(SUBMISSION_DIR)/$(DEMO_TEAM) --gold $(D)/gen/test.jsonl --rerun \
+	  --base-checkpoint $(D)/base/base.ckpt --json > $(D)/verify.json
 	@$(PY) tools/summary.py --run $(D) --submission $(SUBMISSION_DIR)/$(DEMO_TEAM) --verify-json $(D)/verify.json \
 	  --title "make demo" --tiny-note
 

@@ -337,3 +337,18 @@ def test_cli_generated_data_cot_report(tmp_path, tiny_file):
     assert "recipe target failed verification" not in rep["excluded"]
     assert rep["tokens"]["row_tokens"]["mul"]["p50"] > rep["tokens"]["row_tokens"]["add"]["p50"]
     assert rep["seq_length_needed"]["max"] == rep["tokens"]["row_tokens"]["all"]["max"] - 1
+
+
+def test_report_answer_budget_counts_only_rows_that_fit(tmp_path, tiny_file):
+    """predict.py takes max_new_tokens from the report: it must come from the rows written, not the dropped ones."""
+    src = tmp_path / "gen.jsonl"
+    g = subprocess.run([sys.executable, str(REPO / "tools" / "gen_math.py"), "--n", "300", "--seed", "5", "--out",
+                        str(src), "--no-progress"], capture_output=True, text=True, cwd=str(REPO))
+    assert g.returncode == 0, g.stderr
+    r = run("convert", src, "--out-dir", tmp_path / "out", "--recipe", "cot", "--tokenizer", tiny_file,
+            "--seq-length", 128, "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert sum(rep["overlong"]["overlong"].values()) > 0  # long CoT rows were dropped at 128
+    assert rep["tokens"]["answer_tokens"]["all"]["max"] > rep["max_new_tokens"]
+    assert 0 < rep["max_new_tokens"] < 128

@@ -105,6 +105,12 @@ class Report:
         if alls:
             per["all"] = stats(np.concatenate(alls))
             ans["all"] = stats(np.concatenate(alla))
+            seq = self.data.get("seq_length")
+            if isinstance(seq, int) and self.data.get("overlong_mode") != "truncate":
+                # predict.py's max_new_tokens: the longest answer among the rows that fit (were written)
+                rows, answers = np.concatenate(alls), np.concatenate(alla)
+                kept = answers[rows <= seq + 1]
+                self.data["max_new_tokens"] = int(kept.max()) if kept.size else None
         return per, ans
 
     def finish(self, **extra):
