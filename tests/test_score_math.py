@@ -102,12 +102,14 @@ def test_ids_errors_one_line(tmp_path):
     res = run("--gold", gold, "--pred", bad)
     assert res.returncode == 2 and "bad.jsonl:2: not JSON" in res.stderr
     params = tmp_path / "params.json"
-    params.write_text(json.dumps({"trainable": 1, "ratio_contest": 0.25}), encoding="utf-8")
+    # as count_params.py writes it; a model other than Llama3-8B scores with the exact ratio (1 / 4)
+    params.write_text(json.dumps({"trainable": 1, "total": 4, "ratio_contest": 1 / 8.03e9, "ratio_exact": 0.25}),
+                      encoding="utf-8")
     res = run("--gold", gold, "--pred", miss, "--allow-missing", "--json", "--params", params)
     assert json.loads(res.stdout)["score"]["by_policy"]["exact"] == 0.75 * 0.3 + 0.5 * 0.7
     params.write_text("{}", encoding="utf-8")
     res = run("--gold", gold, "--pred", miss, "--allow-missing", "--params", params)
-    assert res.returncode == 2 and "no number 'ratio_contest'" in res.stderr
+    assert res.returncode == 2 and "no 'total' / 'ratio_contest' / 'ratio_exact'" in res.stderr
     res = run("--gold", gold, "--pred", tmp_path / "nope.jsonl")
     assert res.returncode == 2 and "nope.jsonl: cannot read" in res.stderr
 

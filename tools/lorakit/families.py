@@ -278,22 +278,22 @@ _MASS_RX = re.compile(r"(\S+) 克")
 
 
 def boxed(text):
-    """Content of the last \\boxed{...} (balanced braces) in text, or None."""
+    """Content of the last \\boxed{...} (balanced braces, the brace right after \\boxed), or None."""
     start = text.rfind("\\boxed")
-    while start != -1:
-        i = text.find("{", start)
-        if i == -1:
-            return None
-        depth, j = 0, i
-        while j < len(text):
-            ch = text[j]
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1:j]
-            j += 1
+    while start >= 0:
+        i = start + len("\\boxed")
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth, j = 0, i
+            while j < len(text):
+                if text[j] == "{":
+                    depth += 1
+                elif text[j] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[i + 1: j]
+                j += 1
         start = text.rfind("\\boxed", 0, start)
     return None
 

@@ -25,6 +25,7 @@ import re
 import unicodedata
 from fractions import Fraction
 
+from . import families
 from .io import KitError
 
 POLICIES = ("exact", "prediction-precision", "tolerance")
@@ -143,27 +144,6 @@ def canonical_answer(text):
     return s.rstrip(".。").strip()
 
 
-def _last_boxed(text):
-    """Content of the last \\boxed{...} (balanced braces), or None."""
-    start = text.rfind("\\boxed")
-    while start >= 0:
-        i = start + len("\\boxed")
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1: j]
-                j += 1
-        start = text.rfind("\\boxed", 0, start)
-    return None
-
-
 def strip_prompt(completion, prompt, problem=None):
     """Remove an echoed prompt from the start of a completion (the stock predict echoes it) and every restatement
     of the problem itself, so no number of the question can be taken for the answer. Returns (text, removed)."""
@@ -208,7 +188,7 @@ def extract_answer(completion, prompt=None, marker=None, problem=None):
     if nmarker and nmarker in norm:
         segment = norm[norm.rfind(nmarker) + len(nmarker):].strip().split("\n", 1)[0].strip()
         return Extracted(_answer_in_segment(segment), segment, "marker", echoed)
-    boxed = _last_boxed(text)
+    boxed = families.boxed(text)
     if boxed is not None:
         return Extracted(_answer_in_segment(boxed), boxed.strip(), "boxed", echoed)
     eq = norm.rfind("=")
@@ -258,8 +238,6 @@ def judge(extracted, gold_number, gold_text, tolerance=DEFAULT_TOLERANCE):
 
 def gold_answer(problem, solution, family=None):
     """(family, answer text, Number or None) of a gold record, through lorakit.families."""
-    from . import families
-
     fam = family or families.classify(problem) or "unknown"
     text = families.final_answer(solution, fam)
     if text is None:
