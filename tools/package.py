@@ -205,11 +205,11 @@ def math_metrics(gold_path, pred_path, run_report):
 
 
 def squad_metrics(records_path, pred_path, run_report, thresholds=None):
-    import squad as squad_tool  # tools/squad.py: the one implementation of record/prediction matching
+    from lorakit import metrics as squad_tool  # score_squad: the one implementation squad.py uses too
 
     recs = list(iter_jsonl(records_path))
     preds = list(iter_jsonl(pred_path))
-    got = squad_tool.score(recs, preds, str(records_path), str(pred_path))
+    got = squad_tool.score_squad(recs, preds, str(records_path), str(pred_path))
     f1, em = float(got["emf1"]["F1"]), float(got["emf1"]["Em"])
     claimed = run_report.get("emf1") or {}
     for key, value in (("F1", f1), ("Em", em)):
@@ -222,7 +222,7 @@ def squad_metrics(records_path, pred_path, run_report, thresholds=None):
     elif gate.get("f1_min") is not None and gate.get("em_min") is not None:
         thr = {"f1": float(gate["f1_min"]), "em": float(gate["em_min"])}
     else:
-        thr = {"f1": squad_tool.DEFAULT_F1, "em": squad_tool.DEFAULT_EM}
+        thr = {"f1": squad_tool.SQUAD_GATE_F1, "em": squad_tool.SQUAD_GATE_EM}
     fp = file_fingerprint(records_path)
     out = {"records": got["total"], "records_file": {"name": records_path.name, "bytes": fp["bytes"],
                                                      "sha256": fp["sha256"], "records": got["total"]},

@@ -18,16 +18,17 @@
 import argparse
 import json
 import os
-import unicodedata
 from pathlib import Path
 
 from lorakit.io import KitError, atomic_path, iter_jsonl, read_json, run_main, sha256_file, write_json, write_jsonl
-from lorakit.metrics import emf1_prepare_prediction, emf1_score, record_id, squad_v11_score
-from lorakit.templates import SQUAD as PROMPT
 
-BASE_F1, BASE_EM = 59.8702, 44.1703          # base Llama3-8B, stock eval (CONTEST.md §4)
-DEFAULT_F1, DEFAULT_EM = 53.8832, 39.7533    # 90 % of the base, as the contest states them
-FRACTION = 0.9
+# scoring and the gate live in lorakit.metrics (package.py and verify.py recompute with the same code)
+from lorakit.metrics import SQUAD_FRACTION as FRACTION
+from lorakit.metrics import SQUAD_GATE_EM as DEFAULT_EM
+from lorakit.metrics import SQUAD_GATE_F1 as DEFAULT_F1
+from lorakit.metrics import score_squad as score
+from lorakit.metrics import squad_gate as gate
+from lorakit.templates import SQUAD as PROMPT
 
 
 def _need(obj, key, kind, where):
@@ -92,58 +93,6 @@ def cmd_prepare(args):
     return 0
 
 
-def score(records, preds, rec_name="records", pred_name="predictions", allow_missing=False):
-    """The report dict for record rows and prediction rows (matched by id)."""
-    by_id = {}
-    for k, (ln, r) in enumerate(records, 1):
-        rid = record_id(r, k)
-        if rid in by_id:
-            raise KitError("%s:%d: duplicate id %r" % (rec_name, ln, rid))
-        for key in ("answer", "answers"):
-            if key not in r:
-                raise KitError("%s:%d: missing field %r (make records with `squad.py prepare`)" % (rec_name, ln, key))
-        by_id[rid] = r
-    got = {}
-    for ln, p in preds:
-        rid = p.get("id")
-        if rid in (None, ""):
-            raise KitError("%s:%d: missing field 'id'" % (pred_name, ln))
-        rid = str(rid)
-        if rid in got:
-            raise KitError("%s:%d: duplicate id %r" % (pred_name, ln, rid))
-        if rid not in by_id:
-            raise KitError("%s:%d: id %r is not in %s" % (pred_name, ln, rid, rec_name))
-        comp = p.get("completion")
-        if not isinstance(comp, str):
-            raise KitError("%s:%d: field 'completion' missing or not a string" % (pred_name, ln))
-        got[rid] = comp
-    missing = [rid for rid in by_id if rid not in got]
-    if missing and not allow_missing:
-        raise KitError("%s: %d of %d records have no prediction, e.g. %s" % (pred_name, len(missing), len(by_id),
-                                                                             missing[0]))
-    ids = list(by_id)
-    completions = [got.get(rid, "") for rid in ids]
-    # the stock eval scores tokenizer.decode(ids(answer)): the contest's Llama3Tokenizer NFC-normalises on encode
-    labels = [unicodedata.normalize("NFC", str(by_id[rid]["answer"])) for rid in ids]
-    emf1 = emf1_score(completions, labels)
-    # the official script scores the raw answer string; use the same first line EmF1 scores, so the two
-    # metrics differ only in normalisation and token matching
-    firsts = [emf1_prepare_prediction(c) for c in completions]
-    official = squad_v11_score(firsts, [by_id[rid]["answers"] for rid in ids])
-    empty = sum(1 for f in firsts if not f.strip())
-    samples = []
-    for rid, f, lab in zip(ids, firsts, labels):
-        if len(samples) >= 10:
-            break
-        samples.append({"id": rid, "prediction": f, "answer": lab})
-    return {"total": len(ids), "emf1": {"F1": emf1.get("F1", 0.0), "Em": emf1.get("Em", 0.0)},
-            "squad_v1.1": official, "empty_predictions": empty, "missing_predictions": len(missing),
-            "emf1_note": "MindFormers EmF1Metric: first line of the stripped prediction vs the first answer; "
-                         "F1 over jieba segments by longest common contiguous run",
-            "squad_note": "official SQuAD v1.1 EM/F1 of the same first line against every gold answer",
-            "samples": samples}
-
-
 def render_markdown(rep):
     lines = ["# SQuAD gate", "", "- records: %d (empty predictions: %d, missing: %d)"
              % (rep["total"], rep["empty_predictions"], rep["missing_predictions"]), "",
@@ -179,26 +128,6 @@ def cmd_score(args):
               % (rep["total"], rep["emf1"]["F1"], rep["emf1"]["Em"], rep["squad_v1.1"]["f1"],
                  rep["squad_v1.1"]["exact_match"]))
     return 0
-
-
-def _emf1_of(report, name):
-    try:
-        f1, em = float(report["emf1"]["F1"]), float(report["emf1"]["Em"])
-    except (KeyError, TypeError, ValueError):
-        raise KitError(f"{name}: not a squad report (needs emf1.F1 and emf1.Em)") from None
-    return f1, em
-
-
-def gate(report, base=None, f1_min=DEFAULT_F1, em_min=DEFAULT_EM, fraction=FRACTION, base_name="base"):
-    f1, em = _emf1_of(report, "report")
-    if base is not None:
-        bf1, bem = _emf1_of(base, base_name)
-        f1_min, em_min = fraction * bf1, fraction * bem
-        basis = f"{fraction:g} x base run {base_name} (F1 {bf1:.4f}, Em {bem:.4f})"
-    else:
-        basis = f"thresholds F1 {f1_min:.4f}, Em {em_min:.4f}"
-    return {"pass": f1 >= f1_min and em >= em_min, "f1": f1, "em": em, "f1_min": f1_min, "em_min": em_min,
-            "basis": basis}
 
 
 def _portable_name(path):

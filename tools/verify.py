@@ -514,7 +514,7 @@ class Verifier:
             len(rep["families"]))
 
     def check_squad(self):
-        import squad as squad_tool  # tools/squad.py: the one implementation of record/prediction matching
+        from lorakit import metrics as squad_tool  # score_squad: the one implementation squad.py uses too
 
         claimed = self.m("metrics", "squad")
         if self.args.squad_records:
@@ -529,7 +529,7 @@ class Verifier:
                               % (rec_path.name, fp.get("name")))
         records, rl = read_jsonl_rows(rec_path, self.limits.max_json_bytes, rec_path.name)
         preds, pl = read_jsonl_rows(self.path(SQUAD_PRED), self.limits.max_json_bytes, SQUAD_PRED)
-        rep = squad_tool.score(list(zip(rl, records)), list(zip(pl, preds)), rec_path.name, SQUAD_PRED)
+        rep = squad_tool.score_squad(list(zip(rl, records)), list(zip(pl, preds)), rec_path.name, SQUAD_PRED)
         got = {"records": rep["total"], "f1": float(rep["emf1"]["F1"]), "em": float(rep["emf1"]["Em"])}
         problems = []
         if got["records"] != claimed.get("records"):
