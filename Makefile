@@ -72,7 +72,7 @@ $(RUN)/data/train.mindrecord:
 	@$(MAKE) --no-print-directory data
 
 audit: ## RAW=train.json: families, exact reproduction of every solution, duplicates, bad lines (exit 1 on unreadable lines)
-	$(PY) tools/convert_dataset.py audit $(or $(RAW),../shared/data/contest_sample.jsonl)
+	$(PY) tools/convert_dataset.py audit $(or $(RAW),tests/data/contest_sample.jsonl)
 
 ##@ Train
 .PHONY: train rank-table

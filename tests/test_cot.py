@@ -10,7 +10,7 @@ import pytest
 from lorakit import cot, families
 from lorakit.io import KitError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "contest_sample.jsonl"
+SAMPLE = Path(__file__).resolve().parent / "data" / "contest_sample.jsonl"
 
 
 def _sample_records():

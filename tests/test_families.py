@@ -14,7 +14,7 @@ from lorakit import families as F
 from lorakit.audit import audit_file, audit_markdown
 from lorakit.io import KitError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "contest_sample.jsonl"
+SAMPLE = Path(__file__).resolve().parent / "data" / "contest_sample.jsonl"
 CHINESE = [f for f in F.FAMILIES if f != "english"]
 
 

@@ -15,7 +15,7 @@ from lorakit.io import KitError
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "predict.py"
-SAMPLE = REPO.parent / "shared" / "data" / "contest_sample.jsonl"
+SAMPLE = REPO / "tests" / "data" / "contest_sample.jsonl"
 
 MAKE_CKPT = """
 import os, sys

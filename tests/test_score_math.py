@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "data" / "contest_sample.jsonl"
+SAMPLE = REPO / "tests" / "data" / "contest_sample.jsonl"
 TOOL = REPO / "tools" / "score_math.py"
 
 

@@ -131,7 +131,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=20000, help="records for the stock comparison (default 20000)")
     ap.add_argument("--full-n", type=int, default=809993, help="records for the full-scale run")
     ap.add_argument("--seq-length", type=int, default=256)
-    sample = REPO.parent / "shared" / "data" / "contest_sample.jsonl"
+    sample = REPO / "tests" / "data" / "contest_sample.jsonl"
     ap.add_argument("--english-from", default=str(sample) if sample.is_file() else None,
                     help="mix English records from this JSONL into the generated data (gen_math.py --english-from; "
                          "default %(default)s); 'none' for Chinese only")

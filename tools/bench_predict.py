@@ -7,7 +7,7 @@ tokens, so every batch size does the same work). Rounds interleave the batch siz
 all of them alike. --update-doc rewrites the "## Eval" section of docs/benchmarks.md with command, machine and
 figures.
 
-  bench_predict.py --input ../shared/data/contest_sample.jsonl --rows 32 --batch-sizes 1,8,16 --update-doc
+  bench_predict.py --input tests/data/contest_sample.jsonl --rows 32 --batch-sizes 1,8,16 --update-doc
 """
 
 import argparse
@@ -32,7 +32,7 @@ SECTION = "## Eval"
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--input", default=str(REPO.parent / "shared" / "data" / "contest_sample.jsonl"),
+    ap.add_argument("--input", default=str(REPO / "tests" / "data" / "contest_sample.jsonl"),
                     help="problems JSONL (default: the contest sample)")
     ap.add_argument("--config", default="tiny", help="profile (default tiny)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -9,7 +9,7 @@ Examples:
   gen_math.py --n 809993 --seed 0 --out .cache/gen/train.jsonl
   gen_math.py --n 2000 --seed 7 --out eval.jsonl --families mul,div --weights mul=1,div=3
   gen_math.py --n 800000 --seed 0 --out like_train.jsonl --weights draws   # ~261k duplicates, like the real file
-  gen_math.py --n 10000 --seed 1 --out mix.jsonl --english-from ../shared/data/contest_sample.jsonl
+  gen_math.py --n 10000 --seed 1 --out mix.jsonl --english-from tests/data/contest_sample.jsonl
 """
 
 import argparse

@@ -4,7 +4,7 @@ classify(problem) -> family name; parse(problem) -> Parsed(family, args); solve(
 solution string, character for character; final_answer(solution, family) -> the answer text;
 generate(family, rng) -> {"problem", "solution"} in the real format and number distribution.
 
-How the real generator computed each family (established on ../shared/data/contest_sample.jsonl, see
+How the real generator computed each family (established on tests/data/contest_sample.jsonl, see
 docs/families.md): Python `decimal` in its default context (28 significant digits, ROUND_HALF_EVEN) for
 + - * / power sqrt and the function value, Python float arithmetic (shown with repr) for the linear
 equation, the mean, the discount ratio and the sales figure, plain ints for area / mass / fraction.
