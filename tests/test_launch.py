@@ -30,9 +30,20 @@ def fake_inputs(tmp_path):
     return data, ckpt
 
 
+def fake_llama3_tokenizer(tmp_path):
+    """A tiktoken file with Llama 3's 128,000 BPE ranks (+ its 256 specials = vocab_size 128256), so the dry runs
+    of the 8B profile pass the tokenizer preflight without Meta's file."""
+    import base64
+
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(b"".join(b"%s %d\n" % (base64.b64encode(b"t%d" % i), i) for i in range(128000)))
+    return ["--tokenizer", str(path)]
+
+
 def test_dry_run_8b_prints_msrun_with_4_workers_and_join(tmp_path):
     data, ckpt = fake_inputs(tmp_path)
-    res = run(["--workers", "4", "--dry-run", "--", "tools/finetune.py", "--config", "llama3-8b",
+    res = run(["--workers", "4", "--dry-run"] + fake_llama3_tokenizer(tmp_path) + ["--", "tools/finetune.py",
+                                                                                  "--config", "llama3-8b",
                "--train-data", str(data), "--load-checkpoint", str(ckpt), "--run-dir", str(tmp_path / "train")])
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
@@ -51,7 +62,8 @@ def test_dry_run_8b_prints_msrun_with_4_workers_and_join(tmp_path):
 def test_dry_run_multi_node_flags(tmp_path):
     data, ckpt = fake_inputs(tmp_path)
     res = run(["--workers", "8", "--local-workers", "4", "--master-addr", "10.0.0.1", "--node-rank", "1",
-               "--master-port", "9123", "--cluster-timeout", "900", "--dry-run", "--", "tools/finetune.py",
+               "--master-port", "9123", "--cluster-timeout", "900", "--dry-run"] + fake_llama3_tokenizer(tmp_path) +
+              ["--", "tools/finetune.py",
                "--config", "llama3-8b", "--set", "parallel_config.data_parallel=2", "--train-data", str(data),
                "--load-checkpoint", str(ckpt), "--run-dir", str(tmp_path)])
     assert res.returncode == 0, res.stderr
@@ -91,7 +103,9 @@ def test_preflight_checks_each_input(tmp_path):
     res = run(base + ["--train-data", str(data), "--load-checkpoint", str(tmp_path / "missing.ckpt")])
     assert res.returncode == 2 and "checkpoint not found" in res.stderr
     res = run(["--dry-run"] + base + ["--train-data", str(data), "--set", "model.model_config.vocab_size=1300"])
-    assert res.returncode == 0 and "has 1280 ids but model vocab_size is 1300" in res.stderr
+    # a dry run prints the command but exits non-zero when a preflight check failed (DRY_RUN=1 in scripts)
+    assert res.returncode == 1 and "has 1280 ids but model vocab_size is 1300" in res.stderr
+    assert "1 preflight check(s) failed" in res.stderr and "tools/finetune.py" in res.stdout
 
 
 def test_preflight_port_in_use(tmp_path):

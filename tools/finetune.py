@@ -95,8 +95,14 @@ def resolve(args):
         if args.steps < 1:
             raise KitError("--steps must be >= 1")
         cfg["runner_config"]["epochs"] = 1
-        if int(get_path(cfg, "lr_schedule.total_steps", -1) or -1) == -1:
-            cfg["lr_schedule"]["total_steps"] = args.steps  # the schedule ends where the short run does
+        sched = cfg.setdefault("lr_schedule", {})
+        sched["total_steps"] = args.steps  # the schedule ends where the short run does
+        warmup = sched.get("warmup_steps")
+        if sched.get("warmup_ratio") is None and isinstance(warmup, int) and warmup >= args.steps:
+            # MindFormers refuses warmup_steps > total_steps (deep inside the Trainer); keep the warmup inside the run
+            sched["warmup_steps"] = args.steps // 10
+            print("finetune: --steps %d: lr_schedule.warmup_steps %d -> %d (the warmup must end inside the run)"
+                  % (args.steps, warmup, sched["warmup_steps"]), file=sys.stderr)
     cfg["output_dir"] = str(run_dir / "output")
     cfg["run_mode"] = "finetune"
     mc = model_config(cfg)

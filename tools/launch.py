@@ -345,7 +345,7 @@ def report_failure(log_dir, rc, lines):
 class Progress:
     """Step/loss of the lowest rank: a tqdm bar on a terminal, a line every `every` seconds otherwise."""
 
-    def __init__(self, quiet, every=15.0):
+    def __init__(self, quiet, every=15.0, clock=time.time):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.every = every
@@ -353,6 +353,24 @@ class Progress:
         self.last_print = 0.0
         self.last = {}
         self.kit_ranks = set()
+        self.clock = clock
+        self.start = clock()
+        self.first = None  # (time, step) of the first step seen: compile time is not counted in steps/s
+
+    def timing(self, step, total):
+        """'elapsed 1:02:03, 2.41 steps/s, ETA 0:12:00' (rate from the first step seen, so compiling and loading
+        the checkpoint do not count; no rate or ETA before two steps)."""
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, step)
+        text = "elapsed %s" % _hms(now - self.start)
+        t0, s0 = self.first
+        if step > s0 and now > t0:
+            rate = (step - s0) / (now - t0)
+            text += ", %.3g steps/s" % rate
+            if total and total > step:
+                text += ", ETA %s" % _hms((total - step) / rate)
+        return text
 
     def update(self, rank, step, total, loss, kind):
         if kind == "kit":
@@ -362,6 +380,8 @@ class Progress:
         self.last[rank] = (step, total, loss)
         if self.quiet or rank != min(self.last):
             return
+        if self.first is None:
+            self.first = (self.clock(), step)
         if self.tty:
             if self.bar is None:
                 from tqdm import tqdm
@@ -372,17 +392,24 @@ class Progress:
             self.bar.n = step
             self.bar.set_postfix_str("loss %.4f" % loss, refresh=False)
             self.bar.refresh()
-        elif time.time() - self.last_print >= self.every or (total and step >= total):
-            self.last_print = time.time()
-            print("launch: step %d/%s loss %.4f" % (step, total or "?", loss), file=sys.stderr, flush=True)
+        elif self.clock() - self.last_print >= self.every or (total and step >= total):
+            self.last_print = self.clock()
+            print("launch: step %d/%s loss %.4f, %s" % (step, total or "?", loss, self.timing(step, total)),
+                  file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
         for rank in sorted(self.last):
             step, total, loss = self.last[rank]
-            print("launch: rank %d reached step %d/%s, last loss %.4f" % (rank, step, total or "?", loss),
+            print("launch: rank %d reached step %d/%s, last loss %.4f (%s)" % (rank, step, total or "?", loss,
+                                                                           self.timing(step, None)),
                   file=sys.stderr)
+
+
+def _hms(seconds):
+    seconds = int(round(max(0.0, seconds)))
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
 def archive_logs(log_dir):
@@ -492,7 +519,9 @@ def main(argv=None):
             print("export PATH=%s:\"$PATH\"" % shlex.quote(venv_bin()))
         print(" ".join(shlex.quote(a) for a in argv))
         if problems:
-            print("launch: dry run: %d preflight check(s) would stop a real run" % len(problems), file=sys.stderr)
+            print("launch: dry run: %d preflight check(s) failed: a real run would stop here" % len(problems),
+                  file=sys.stderr)
+            return 1
         return 0
     if problems:
         raise KitError("preflight failed: %s%s" % (problems[0], " (+%d more above)" % (len(problems) - 1)
