@@ -710,7 +710,10 @@ def main(argv=None):
     tmp, manifest = stage(args, run.resolve(), out_dir)
     try:
         if not args.no_verify:
-            cmd = [sys.executable, str(TOOLS / "verify.py"), str(tmp), "--json"]
+            # the team's own gate: a judge applies the contest's thresholds (or theirs) when verifying
+            thr = manifest["metrics"]["squad"]["thresholds"]
+            cmd = [sys.executable, str(TOOLS / "verify.py"), str(tmp), "--json", "--squad-thresholds",
+                   repr(float(thr["f1"])), repr(float(thr["em"])), "--policy", manifest["metrics"]["score"]["policy"]]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             try:
                 res = json.loads(proc.stdout)
