@@ -185,3 +185,17 @@ def rehash(sub):
 def edit_lines(path, fn):
     lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
     Path(path).write_text("".join(fn(lines)), encoding="utf-8")
+
+
+def run_verify(capsys, target, *extra):
+    """verify.main(target --json, with FIXTURE_GATE unless thresholds are given) -> (exit code, result, checks)."""
+    import verify
+
+    extra = list(extra) + (FIXTURE_GATE if "--squad-thresholds" not in extra else [])
+    rc = verify.main([str(target), "--json"] + extra)
+    out = json.loads(capsys.readouterr().out)
+    return rc, out, {c["check"]: c for c in out["checks"]}
+
+
+def failed(checks):
+    return {name: c["detail"] for name, c in checks.items() if c["status"] == "FAIL"}

@@ -16,33 +16,9 @@ import submission_fixtures as sf
 import verify
 from lorakit import manifest as mf
 
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return sf.build_submission(tmp_path_factory.mktemp("verify"))
-
-
-@pytest.fixture
-def sub(built, tmp_path):
-    dst = tmp_path / "fx"
-    shutil.copytree(str(built / "fx"), str(dst))
-    return dst
-
-
 FIXTURE_GATE = sf.FIXTURE_GATE
+run_verify, failed = sf.run_verify, sf.failed
 load_manifest, save_manifest, rehash, edit_lines = sf.load_manifest, sf.save_manifest, sf.rehash, sf.edit_lines
-
-
-def run_verify(capsys, target, *extra):
-    extra = list(extra) + (FIXTURE_GATE if "--squad-thresholds" not in extra else [])
-    rc = verify.main([str(target), "--json"] + extra)
-    out = json.loads(capsys.readouterr().out)
-    checks = {c["check"]: c for c in out["checks"]}
-    return rc, out, checks
-
-
-def failed(checks):
-    return {name: c["detail"] for name, c in checks.items() if c["status"] == "FAIL"}
 
 
 # ---------------------------------------------------------------- the untouched submission

@@ -540,6 +540,46 @@ def _yaml_events_problem(events):
 
 # ---------------------------------------------------------------- numbers shared by package and verify
 
+def _safe_entries(path, max_bytes):
+    """The entries of lorakit.ckpt_io.iter_ckpt for a (hostile) .ckpt, each checked before the caller reads it:
+    file size, at most MAX_TENSORS, no name twice, floating point only, no more bytes claimed than the file holds.
+    Use inside _ckpt_errors()."""
+    from . import ckpt_io
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise KitError("%s: %d bytes, over the %d-byte limit" % (path.name, size, max_bytes))
+    seen = set()
+    for entry in ckpt_io.iter_ckpt(path):
+        if len(seen) >= MAX_TENSORS:
+            raise KitError("more than %d tensors" % MAX_TENSORS)
+        if entry.name in seen:
+            raise KitError("tensor %s appears twice" % show(entry.name))
+        if entry.ttype not in ("Float32", "Float16", "BFloat16", "Float64"):
+            raise KitError("tensor %s has type %s (LoRA tensors are floating point)"
+                           % (show(entry.name), show(entry.ttype)))
+        if entry.nbytes > size or entry.numel > size:
+            raise KitError("tensor %s claims %d bytes, more than the file holds" % (show(entry.name), entry.nbytes))
+        seen.add(entry.name)
+        yield entry
+    if not seen:
+        raise KitError("no tensors")
+
+
+class _ckpt_errors:
+    """Turns what a malformed checkpoint makes the reader raise into one KitError line."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, (EOFError, UnicodeDecodeError, OverflowError, MemoryError,
+                                                           IndexError)):
+            raise KitError("not a readable MindSpore checkpoint (%s)" % exc_type.__name__) from None
+        return False
+
+
 def read_ckpt_safe(path, max_bytes=DEFAULT_MAX_MEMBER_BYTES):
     """OrderedDict name -> float64 ndarray of a (hostile) .ckpt (adapter or small base), via lorakit.ckpt_io's protobuf reader.
 
@@ -550,26 +590,10 @@ def read_ckpt_safe(path, max_bytes=DEFAULT_MAX_MEMBER_BYTES):
 
     from . import ckpt_io
 
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise KitError("%s: %d bytes, over the %d-byte limit" % (path.name, size, max_bytes))
     out = collections.OrderedDict()
-    try:
-        for entry in ckpt_io.iter_ckpt(path):
-            if len(out) >= MAX_TENSORS:
-                raise KitError("more than %d tensors" % MAX_TENSORS)
-            if entry.name in out:
-                raise KitError("tensor %s appears twice" % entry.name)
-            if entry.ttype not in ("Float32", "Float16", "BFloat16", "Float64"):
-                raise KitError("tensor %s has type %s (LoRA tensors are floating point)" % (entry.name, entry.ttype))
-            if entry.nbytes > size or entry.numel > size:
-                raise KitError("tensor %s claims %d bytes, more than the file holds" % (entry.name, entry.nbytes))
+    with _ckpt_errors():
+        for entry in _safe_entries(path, max_bytes):
             out[entry.name] = ckpt_io.as_float64(entry.load())
-    except (EOFError, UnicodeDecodeError, OverflowError, MemoryError, IndexError) as exc:
-        raise KitError("not a readable MindSpore checkpoint (%s)" % type(exc).__name__) from None
-    if not out:
-        raise KitError("no tensors")
     return out
 
 
@@ -595,25 +619,9 @@ def ckpt_stats(path, max_bytes=DEFAULT_MAX_MEMBER_BYTES, load=None):
 
     import numpy as np
 
-    from . import ckpt_io
-
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise KitError("%s: %d bytes, over the %d-byte limit" % (path.name, size, max_bytes))
     out = collections.OrderedDict()
-    try:
-        for entry in ckpt_io.iter_ckpt(path):
-            if len(out) >= MAX_TENSORS:
-                raise KitError("more than %d tensors" % MAX_TENSORS)
-            if entry.name in out:
-                raise KitError("tensor %s appears twice" % show(entry.name))
-            if entry.ttype not in ("Float32", "Float16", "BFloat16", "Float64"):
-                raise KitError("tensor %s has type %s (LoRA tensors are floating point)"
-                               % (show(entry.name), show(entry.ttype)))
-            if entry.nbytes > size or entry.numel > size:
-                raise KitError("tensor %s claims %d bytes, more than the file holds" % (show(entry.name),
-                                                                                       entry.nbytes))
+    with _ckpt_errors():
+        for entry in _safe_entries(path, max_bytes):
             st = TensorStats()
             st.name, st.shape, st.ttype, st.numel = entry.name, entry.shape, entry.ttype, entry.numel
             st.finite, st.sumsq, st.nonzero = None, None, None
@@ -626,10 +634,6 @@ def ckpt_stats(path, max_bytes=DEFAULT_MAX_MEMBER_BYTES, load=None):
                         st.sumsq += float(np.dot(chunk, chunk))
                     st.nonzero = st.nonzero or bool(np.any(chunk))
             out[entry.name] = st
-    except (EOFError, UnicodeDecodeError, OverflowError, MemoryError, IndexError) as exc:
-        raise KitError("not a readable MindSpore checkpoint (%s)" % type(exc).__name__) from None
-    if not out:
-        raise KitError("no tensors")
     return out
 
 
