@@ -347,7 +347,7 @@ def test_checkpoint_varint_and_packed_dims(sub):
     path = sub / "adapter" / "adapter.ckpt"
     path.write_bytes(b"\x0a" + b"\xff" * (1 << 20) + b"\x01")  # a 1 MB varint as the first entry's length
     sf.rehash(sub)
-    assert_quick_clear_fail("1 MB varint", sub, "varint longer than 10 bytes")
+    assert_quick_clear_fail("1 MB varint", sub, "FAIL adapter   adapter/adapter.ckpt: varint longer than 10 bytes")
     # one entry whose packed dims field claims 10^8 bytes; the file is sparse (zeros = 10^8 one-byte dims)
     n = 10 ** 8
     tensor = b"\x0a" + ckpt_io._enc_varint(n)
@@ -356,7 +356,7 @@ def test_checkpoint_varint_and_packed_dims(sub):
         fh.write(b"\x0a" + ckpt_io._enc_varint(len(value) + len(tensor) + n) + value + tensor)
         fh.truncate(fh.tell() + n)
     sf.rehash(sub)
-    assert_quick_clear_fail("10^8 packed dims", sub, "packed dims of 100000000 bytes")
+    assert_quick_clear_fail("10^8 packed dims", sub, "FAIL adapter   adapter/adapter.ckpt: packed dims of 100000000 bytes")
 
 
 def test_billion_layers(sub):

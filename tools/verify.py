@@ -159,6 +159,12 @@ def read_jsonl_rows(path, limit, name):
     return rows, lines
 
 
+def named(exc, path, rel):
+    """An error message about the file at `path`, naming it by its submission path `rel` exactly once."""
+    msg = str(exc).replace(str(path), rel)
+    return msg if msg.startswith(rel) else "%s: %s" % (rel, msg)
+
+
 def parse_utc(text):
     """A manifest date-time (RFC 3339, e.g. 2024-07-01T12:00:00Z) as an aware datetime, else None."""
     if not isinstance(text, str) or not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$",
@@ -509,7 +515,7 @@ class Verifier:
                     path, self.limits.max_member_bytes,
                     load=lambda name, shape: name in expected and tuple(shape) == tuple(expected[name][0]))
             except KitError as exc:
-                raise CheckFailed("%s: %s" % (ADAPTER, str(exc).replace(str(path), ADAPTER))) from None
+                raise CheckFailed(named(exc, path, ADAPTER)) from None
         return self.cache["stats"]
 
     def check_adapter(self):
@@ -800,7 +806,7 @@ class Verifier:
             stats = mf.ckpt_stats(path, self.limits.max_member_bytes,
                                   load=lambda name, shape: name in expected and tuple(shape) == tuple(expected[name][0]))
         except KitError as exc:
-            raise CheckFailed("%s: %s" % (rel, str(exc).replace(str(path), rel))) from None
+            raise CheckFailed(named(exc, path, rel)) from None
         problems = []
         for name, (shape, _dtype) in expected.items():
             if name not in stats:
