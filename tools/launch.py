@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from lorakit.config import get_path, load_config
+from lorakit.config import device_count, get_path, load_config
 from lorakit.io import KitError, run_main
 from lorakit.runrecord import random_init_problem
 
@@ -86,13 +86,7 @@ def resolve_workers(value, flags):
         return n
     if not flags.config:
         return 1
-    cfg = load_config(flags.config, flags.set)
-    if not cfg.get("use_parallel"):
-        return 1
-    n = 1
-    for key in ("data_parallel", "model_parallel", "pipeline_stage"):
-        n *= int(get_path(cfg, "parallel_config." + key, 1) or 1)
-    return n
+    return device_count(load_config(flags.config, flags.set))
 
 
 # the contest fork's msrun_launcher.sh: `export HCCL_BUFFSIZE=2 # HCCL memory usage`

@@ -156,15 +156,9 @@ def visible_npus(dev_dir="/dev", env=None):
 def profile_devices(profile):
     """NPUs a profile trains on: data_parallel x model_parallel x pipeline_stage when use_parallel, else 1."""
     sys.path.insert(0, str(REPO / "tools"))
-    from lorakit.config import get_path, load_config
+    from lorakit.config import device_count, load_config
 
-    cfg = load_config(profile)
-    if not cfg.get("use_parallel"):
-        return 1
-    n = 1
-    for key in ("data_parallel", "model_parallel", "pipeline_stage"):
-        n *= int(get_path(cfg, "parallel_config." + key, 1) or 1)
-    return n
+    return device_count(load_config(profile))
 
 
 def pinned_constraints(names=IMAGE_PINNED):
