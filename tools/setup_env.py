@@ -118,8 +118,9 @@ def setup_cpu(args):
             if rc:
                 return rc
         else:
-            note = "no Python 3.9 found (python3.9 on PATH, pyenv versions/3.9*): make test runs the suite under " \
-                   "%s only" % main_version
+            note = "%s: make test runs the suite under %s only" % (
+                "--python39 none" if choice == "none" else
+                "no Python 3.9 found (python3.9 on PATH that runs, pyenv versions/3.9*)", main_version)
     print("setup: " + ("; ".join(did) if did else "nothing to do (venvs, requirements and patches up to date)"))
     if note:
         print("setup: " + note)
