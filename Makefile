@@ -8,6 +8,8 @@ PROFILE ?= tiny
 ifneq ($(filter tiny%,$(PROFILE)),)
 PLATFORM ?= cpu
 PY ?= .venv/bin/python
+# the second venv `make setup` builds for a Python 3.9 interpreter (the notebook's version); PYTHON39=path picks one
+PY39 ?= .venv39/bin/python
 else
 PLATFORM ?= ascend
 PY ?= python3
@@ -26,19 +28,25 @@ help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
 
-setup: ## create .venv (CPU) or check the notebook (PROFILE=ascend/llama3-8b), then apply mindformers_patches/
+setup: ## create .venv (CPU; + .venv39 when a Python 3.9 is found) or check the notebook (PROFILE=ascend/llama3-8b), then apply mindformers_patches/
 ifeq ($(PLATFORM),cpu)
-	python3 tools/setup_env.py --platform cpu
+	python3 tools/setup_env.py --platform cpu $(if $(PYTHON39),--python39 $(PYTHON39))
 else
-	python3 tools/setup_env.py --platform ascend $(if $(MINDFORMERS_DIR),--mindformers-dir $(MINDFORMERS_DIR))
+	python3 tools/setup_env.py --platform ascend $(if $(MINDFORMERS_DIR),--mindformers-dir $(MINDFORMERS_DIR)) \
+	  $(if $(wildcard yaml/$(PROFILE).yaml),--profile $(PROFILE))
 endif
 
 lint: ## ruff (py39 target) + vermin (Python 3.9 compatibility) over tools/ and tests/
 	$(PY) -m ruff check tools tests
 	$(dir $(PY))vermin -q --no-tips --violations --target=3.9- tools tests
 
-test: lint ## lint, then the whole pytest suite (trains, merges, generates and scores the tiny model for real)
+test: lint ## lint, then the whole pytest suite under .venv and again under .venv39 (Python 3.9, the notebook's) when setup made it
 	$(PY) -m pytest -q tests
+ifeq ($(PLATFORM),cpu)
+	@if [ -x $(PY39) ]; then echo "== the suite again under Python 3.9 ($(PY39))"; \
+	  $(PY39) -m pytest -q -p no:cacheprovider tests; \
+	else echo "test: no Python 3.9 pass: $(PY39) does not exist (make setup found no python3.9 that runs)"; fi
+endif
 
 patches: ## show whether mindformers_patches/ are applied (venv's MindFormers, or MINDFORMERS_DIR)
 	$(PY) tools/patch_mindformers.py check --applied --target "$(or $(MINDFORMERS_DIR),$$($(PY) -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("mindformers").origin))'))"

@@ -518,7 +518,8 @@ def stage(args, run, out_dir):
                                default_flow_style=False)
         elif mf.is_text_name(dst):
             text = Path(src).read_bytes().decode("utf-8", "replace")
-            target.write_text(mf.scrub_text(text, repl), encoding="utf-8", newline="")
+            with open(str(target), "w", encoding="utf-8", newline="") as fh:  # write_text(newline=) is 3.10+
+                fh.write(mf.scrub_text(text, repl))
         else:
             shutil.copyfile(str(src), str(target))
     for d in tmp.glob(".evalcfg-*"):

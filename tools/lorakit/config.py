@@ -168,3 +168,14 @@ def model_config(cfg):
 def pet_config(cfg):
     """The LoRA section (`model.model_config.pet_config`) or None."""
     return model_config(cfg).get("pet_config")
+
+
+def device_count(cfg):
+    """Devices (workers) a resolved config trains on: data_parallel x model_parallel x pipeline_stage with
+    use_parallel on, else 1."""
+    if not cfg.get("use_parallel"):
+        return 1
+    n = 1
+    for key in ("data_parallel", "model_parallel", "pipeline_stage"):
+        n *= int(get_path(cfg, "parallel_config." + key, 1) or 1)
+    return n
