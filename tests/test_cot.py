@@ -98,7 +98,8 @@ def test_recipe_targets_score_as_correct_answers(sample, recipe):
     """A recipe's own target, as a completion, must be a correct answer under the headline prediction-precision
     policy for every real record: a target the scorer counts wrong teaches the model a wrong answer (rounded
     E-notation mantissas did, once the scorer stopped letting E-notation widen the precision)."""
-    from lorakit.metrics import record_id, score_predictions
+    from lorakit.math_metrics import score_predictions
+    from lorakit.records import record_id
 
     gold = [r for r, _ in sample]
     preds = [{"id": record_id(r, i), "completion": cot.rewrite(recipe, r, p)}

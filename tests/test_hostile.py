@@ -113,7 +113,7 @@ def set_adapter_tensor(sub, name, fn):
 def test_zero_e_notation_completions_score_nothing(sub, capsys):
     """`0e1000` / `0e5` as every completion: the exponent used to give -1000 decimals, i.e. any gold within
     0.5e1000 was 'correct' under prediction-precision (100 %). Now E-notation never widens the precision."""
-    from lorakit.metrics import gold_answer, score_predictions
+    from lorakit.math_metrics import gold_answer, score_predictions
 
     gold = [json.loads(ln) for ln in (sub / "eval" / "math_gold.jsonl").read_text(encoding="utf-8").splitlines()]
     near_zero = sum(1 for r in gold if abs(gold_answer(r["problem"], r["solution"])[2].value) <= 0.5)
@@ -258,7 +258,7 @@ def test_duplicate_json_keys_are_refused(sub, capsys):
 
 def test_score_policy_is_the_judges(sub, capsys):
     """A submission scored under `tolerance` (its best policy), consistently: the judge's policy decides."""
-    from lorakit.metrics import contest_score
+    from lorakit.contest import score as contest_score
 
     m = sf.load_manifest(sub)
     acc = m["metrics"]["math"]["policies"]["tolerance"]["accuracy"]

@@ -1,4 +1,4 @@
-"""lorakit.metrics: answer extraction, the three policies, EmF1 (against MindFormers itself), SQuAD v1.1."""
+"""lorakit.math_metrics and lorakit.squad_metrics: answer extraction, the three policies, EmF1 (against MindFormers itself), SQuAD v1.1."""
 
 import random
 from fractions import Fraction
@@ -6,13 +6,15 @@ from fractions import Fraction
 import pytest
 
 from lorakit.io import KitError
-from lorakit.metrics import (
-    emf1_score,
+from lorakit.math_metrics import (
     extract_answer,
     find_numbers,
     judge,
     parse_number,
     score_predictions,
+)
+from lorakit.squad_metrics import (
+    emf1_score,
     squad_f1,
     squad_normalize,
     squad_v11_score,

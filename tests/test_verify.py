@@ -348,10 +348,12 @@ def test_rerun_reproduces_and_catches_an_edited_completion(tmp_path, capsys):
 
 def test_score_ratio_rule():
     """Llama3-8B itself is scored with the contest's trainable / 8.03e9; any other model with trainable / total."""
-    from lorakit.params import CONTEST_DENOMINATOR, summarize
+    from lorakit import contest
+    from lorakit.contest import CONTEST_DENOMINATOR
+    from lorakit.params import summarize
 
-    eight_b = summarize(mf.LLAMA3_8B_TOTAL, 3407872, 3407872, "config")
-    assert mf.score_ratio(eight_b) == eight_b["ratio_contest"] == 0.000424393
+    eight_b = summarize(contest.LLAMA3_8B_TOTAL, 3407872, 3407872, "config")
+    assert contest.score_ratio(eight_b) == eight_b["ratio_contest"] == 0.000424393
     tiny = summarize(256320, 3584, 3584, "config")
-    assert mf.score_ratio(tiny) == tiny["ratio_exact"] != tiny["ratio_contest"]
+    assert contest.score_ratio(tiny) == tiny["ratio_exact"] != tiny["ratio_contest"]
     assert abs(tiny["ratio_contest"] - 3584 / CONTEST_DENOMINATOR) < 1e-12

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from lorakit import params
+from lorakit import contest, params
 from lorakit.ckpt_io import ADAPTER_CONFIG, ckpt_index, is_lora, is_state_tensor, read_adapter_config
 from lorakit.config import load_config
 from lorakit.io import KitError, run_main, write_json
@@ -100,10 +100,11 @@ def main(argv=None):
         print("trainable      {:,}".format(result["trainable"]))
         print("total (base)   {:,}".format(result["total"]))
         print("LoRA params    {:,}  (network total {:,})".format(result["lora_params"], result["network_total"]))
-        print("ratio_contest  %.6g  (trainable / 8.03e9; full %.12g)"
-              % (result["ratio_contest"], result["ratio_contest_full"]))
+        print("ratio_contest  %s  (trainable / %s; full %s)" % (contest.LEADERBOARD_FORMAT % result["ratio_contest"],
+                                                               contest.CONTEST_DENOMINATOR_TEXT,
+                                                               contest.STORED_FORMAT % result["ratio_contest_full"]))
         if result["ratio_exact"] is not None:
-            print("ratio_exact    %.12g  (trainable / total)" % result["ratio_exact"])
+            print("ratio_exact    %s  (trainable / total)" % (contest.STORED_FORMAT % result["ratio_exact"]))
         if "agrees_with_config" in result:
             print("matches config %s" % ("yes" if result["agrees_with_config"] else "NO"))
     if result.get("agrees_with_config") is False:

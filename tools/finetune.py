@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from lorakit import contest
 from lorakit.config import dump_config, get_path, load_config, model_config
 from lorakit.io import KitError, run_main
 from lorakit.runrecord import (
@@ -310,8 +311,9 @@ def main(argv=None):
         counts.update(param_counts(network, cfg))
         if rank == 0:
             update_record(record_path, rec, params=counts)
-        print("finetune: trainable %d of %d parameters (ratio %.9g of 8.03e9)"
-              % (counts["trainable"], counts["base_total"], counts["ratio_contest"]), file=sys.stderr, flush=True)
+        print("finetune: trainable %d of %d parameters (ratio %s of %s)"
+              % (counts["trainable"], counts["base_total"], contest.ratio_text(counts["ratio_contest"]),
+                 contest.CONTEST_DENOMINATOR_TEXT), file=sys.stderr, flush=True)
 
     callback = make_loss_callback(run_dir, rank, ckpt_dir=rank_dir, on_begin=on_begin, max_steps=args.steps,
                                   epochs=int(get_path(cfg, "runner_config.epochs", 1) or 1),

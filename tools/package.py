@@ -178,7 +178,8 @@ def rows_of(path):
 
 
 def math_metrics(gold_path, pred_path, run_report):
-    from lorakit.metrics import DEFAULT_TOLERANCE, HEADLINE_POLICY, score_predictions
+    from lorakit.contest import HEADLINE_POLICY
+    from lorakit.math_metrics import DEFAULT_TOLERANCE, score_predictions
 
     tol = float((run_report.get("tolerance") or {}).get("relative", DEFAULT_TOLERANCE))
     gold, gl = rows_of(gold_path)
@@ -205,7 +206,7 @@ def math_metrics(gold_path, pred_path, run_report):
 
 
 def squad_metrics(records_path, pred_path, run_report, thresholds=None):
-    from lorakit import metrics as squad_tool  # score_squad: the one implementation squad.py uses too
+    from lorakit import squad_metrics as squad_tool  # score_squad: the one implementation squad.py uses too
 
     recs = list(iter_jsonl(records_path))
     preds = list(iter_jsonl(pred_path))
@@ -468,10 +469,11 @@ def stage(args, run, out_dir):
                        % (data_tok[:12], predict_record["tokenizer_sha256"][:12]))
     math = math_metrics(gold, run / "eval/predictions.jsonl", math_rep)
     squad = squad_metrics(records, run / "eval/squad_predictions.jsonl", squad_rep, args.squad_thresholds)
-    from lorakit.metrics import contest_score
+    from lorakit.contest import score as contest_score
+    from lorakit.contest import score_ratio
 
     acc = math["policies"][math["primary_policy"]]["accuracy"]
-    ratio = mf.score_ratio(params)
+    ratio = score_ratio(params)
     score = {"value": contest_score(acc, ratio), "accuracy": acc, "ratio": ratio, "policy": math["primary_policy"],
              "formula": "(1 - ratio) * 0.3 + accuracy * 0.7"}
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lorakit.config import apply_overrides, dump_config, get_path, load_config, model_config, set_path
 from lorakit.io import KitError, atomic_open, file_fingerprint, iter_jsonl, read_json, run_main, write_json
-from lorakit.metrics import record_id
+from lorakit.records import record_id
 
 SQUAD_TEMPLATE = "squad"
 

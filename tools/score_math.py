@@ -13,9 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lorakit.contest import HEADLINE_POLICY, score_ratio
 from lorakit.io import KitError, atomic_path, iter_jsonl, read_json, run_main, write_json
-from lorakit.metrics import DEFAULT_TOLERANCE, HEADLINE_POLICY, POLICIES, score_predictions
-from lorakit.params import score_ratio
+from lorakit.math_metrics import DEFAULT_TOLERANCE, POLICIES, score_predictions
 
 
 def read_rows(path, required=()):

@@ -20,14 +20,13 @@ import json
 import os
 from pathlib import Path
 
+# scoring and the gate live in lorakit.squad_metrics (thresholds: lorakit.contest) (package.py and verify.py recompute with the same code)
+from lorakit.contest import SQUAD_FRACTION as FRACTION
+from lorakit.contest import SQUAD_GATE_EM as DEFAULT_EM
+from lorakit.contest import SQUAD_GATE_F1 as DEFAULT_F1
 from lorakit.io import KitError, atomic_path, iter_jsonl, read_json, run_main, sha256_file, write_json, write_jsonl
-
-# scoring and the gate live in lorakit.metrics (package.py and verify.py recompute with the same code)
-from lorakit.metrics import SQUAD_FRACTION as FRACTION
-from lorakit.metrics import SQUAD_GATE_EM as DEFAULT_EM
-from lorakit.metrics import SQUAD_GATE_F1 as DEFAULT_F1
-from lorakit.metrics import score_squad as score
-from lorakit.metrics import squad_gate as gate
+from lorakit.squad_metrics import score_squad as score
+from lorakit.squad_metrics import squad_gate as gate
 from lorakit.templates import SQUAD as PROMPT
 
 

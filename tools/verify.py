@@ -47,6 +47,7 @@ from pathlib import Path
 
 from lorakit import contest
 from lorakit import manifest as mf
+from lorakit.contest import ratio_matches, score_ratio
 from lorakit.io import KitError, atomic_open, iter_jsonl, pid_tempdir, run_main, sha256_file, show
 
 # Fixed layout of a submission (written by package.py, read here)
@@ -97,12 +98,6 @@ def close(a, b, tol=REL_TOL):
     if not (is_number(a) and is_number(b)) or not (math.isfinite(a) and math.isfinite(b)):
         return False
     return a == b or abs(a - b) <= tol * max(abs(a), abs(b))
-
-
-def ratio_matches(claimed, exact):
-    """A claimed ratio equals the exact quotient to RATIO_REL_TOL relative, or is its 6-significant-digit
-    rounding (the leaderboard's format, which count_params writes)."""
-    return close(claimed, exact, contest.RATIO_REL_TOL) or (is_number(claimed) and claimed == float("%.6g" % exact))
 
 
 def number_problems(claimed, derived, where, limit=8):
@@ -633,7 +628,7 @@ class Verifier:
         raise CheckFailed("no gold file: pass --gold FILE (the submission has no %s)" % MATH_GOLD)
 
     def judge_tolerance(self):
-        from lorakit.metrics import DEFAULT_TOLERANCE, check_tolerance
+        from lorakit.math_metrics import DEFAULT_TOLERANCE, check_tolerance
 
         return check_tolerance(self.args.tolerance if self.args.tolerance is not None else DEFAULT_TOLERANCE,
                                "--tolerance")
@@ -642,7 +637,7 @@ class Verifier:
         return self.args.policy or contest.JUDGE_POLICY
 
     def check_math(self):
-        from lorakit.metrics import POLICIES, score_predictions
+        from lorakit.math_metrics import POLICIES, score_predictions
 
         gold_path, gold_desc = self.gold_path()
         claimed = self.m("metrics", "math")
@@ -680,9 +675,9 @@ class Verifier:
                                                                                200), sorted(rep["policies"])))
         derived_report = dict(rep)
         if isinstance(report.get("score"), dict):  # score_math --params: the score for the weights' ratio
-            from lorakit.metrics import contest_score
+            from lorakit.contest import score as contest_score
 
-            ratio = mf.score_ratio(self.count())
+            ratio = score_ratio(self.count())
             derived_report["score"] = {"ratio": ratio, "by_policy": {
                 p: contest_score(rep["policies"][p]["accuracy"], ratio) for p in POLICIES}}
         problems += number_problems(report, derived_report, MATH_REPORT)
@@ -704,7 +699,7 @@ class Verifier:
         return f1, em, "the contest's thresholds", " (the default; --squad-thresholds sets the judge's)"
 
     def check_squad(self):
-        from lorakit import metrics as squad_tool  # score_squad: the one implementation squad.py uses too
+        from lorakit import squad_metrics as squad_tool  # score_squad: the one implementation squad.py uses too
 
         claimed = self.m("metrics", "squad")
         if self.args.squad_records:
@@ -753,7 +748,7 @@ class Verifier:
             got["records"], rec_desc, got["f1"], got["em"], thr_desc, f1_min, em_min)
 
     def check_score(self):
-        from lorakit.metrics import contest_score
+        from lorakit.contest import score as contest_score
 
         if "math" not in self.cache or "params" not in self.cache:
             raise CheckFailed("not recomputed: the math or ratio check failed")
@@ -766,7 +761,7 @@ class Verifier:
         if claimed.get("policy") != self.m("metrics", "math", "primary_policy"):
             raise CheckFailed("score policy %s differs from the math primary policy" % show(repr(claimed.get("policy"))))
         acc = self.cache["math"]["policies"][policy]["accuracy"]
-        ratio = mf.score_ratio(self.cache["params"])
+        ratio = score_ratio(self.cache["params"])
         value = contest_score(acc, ratio)
         problems = number_problems(claimed, {"accuracy": acc, "ratio": ratio, "value": value}, "manifest metrics.score")
         if problems:
@@ -852,7 +847,7 @@ def rerun(v):
     import subprocess
 
     from lorakit.config import load_config, model_config
-    from lorakit.metrics import score_predictions
+    from lorakit.math_metrics import score_predictions
     from lorakit.paths import YAML_DIR
     from lorakit.templates import TEMPLATES
 
@@ -996,7 +991,7 @@ def _on_signal(signum, _frame):
 
 
 def main(argv=None):
-    from lorakit.metrics import POLICIES
+    from lorakit.math_metrics import POLICIES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("submission", help="submission folder (submission/<team>) or its zip")
@@ -1030,7 +1025,7 @@ def main(argv=None):
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE (the lines still print)")
     args = ap.parse_args(argv)
     if args.tolerance is not None:
-        from lorakit.metrics import check_tolerance
+        from lorakit.math_metrics import check_tolerance
 
         check_tolerance(args.tolerance, "--tolerance")
     limits = mf.Limits(args.max_members, args.max_member_bytes, args.max_total_bytes, args.max_json_bytes)

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
+from .answers import after_marker, boxed
+
 FAMILIES = ("add", "sub", "mul", "div", "power", "sqrt", "equation", "function", "mean", "area", "mass",
             "discount", "sales", "fraction", "english")
 CHINESE_FAMILIES = FAMILIES[:-1]
@@ -277,32 +279,11 @@ _AREA_RX = re.compile(r"面积为 (\S+) 平方厘米")
 _MASS_RX = re.compile(r"(\S+) 克")
 
 
-def boxed(text):
-    """Content of the last \\boxed{...} (balanced braces, the brace right after \\boxed), or None."""
-    start = text.rfind("\\boxed")
-    while start >= 0:
-        i = start + len("\\boxed")
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1: j]
-                j += 1
-        start = text.rfind("\\boxed", 0, start)
-    return None
-
-
 def final_answer(solution, family):
     """The answer text inside a solution: "-4584.53" of "-3828.45 - 756.08 = -4584.53", "58.0" of
     "平均值为 58.0", "p/q" of a fraction, the \\boxed{} content of an English solution.
 
-    Gold solutions always have their family's form. A text with a final-answer line (lorakit.cot's
+    Gold solutions always have their family's form. A text with a final-answer line (lorakit.answers'
     FINAL_MARKER "答案：", as CoT targets end) gives what follows the last marker. For any other text (a
     model's output) the family's form is looked for on the last line, then the last number-like token
     (E-notation and p/q included) is returned; "" when there is none. English without \\boxed{} returns
@@ -312,13 +293,9 @@ def final_answer(solution, family):
     if family == "english":
         b = boxed(text)
         return b.strip() if b is not None else text
-    from .cot import FINAL_MARKER  # lazy: cot imports this module
-
-    i = text.rfind(FINAL_MARKER)
-    if i != -1:
-        marked = text[i + len(FINAL_MARKER):].split("\n", 1)[0].strip()
-        if marked:
-            return marked
+    marked = after_marker(text)
+    if marked:
+        return marked
     last = text.rsplit("\n", 1)[-1].strip()
     if family in _OPS or family in ("power", "sqrt"):
         if " = " in last:

@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .io import KitError, atomic_path, loads_strict, read_json_strict, sha256_file, show
-from .params import LLAMA3_8B_TOTAL, score_ratio  # noqa: F401 - the score rule lives with the counts
 from .paths import SCHEMA_DIR
 
 MANIFEST_NAME = "manifest.json"

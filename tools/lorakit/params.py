@@ -20,11 +20,9 @@ import re
 from collections import OrderedDict
 from fnmatch import fnmatch
 
+from . import contest
 from .io import KitError
 
-# The contest divided by this (the base model size, rounded); the exact base total is 8,030,261,248.
-CONTEST_DENOMINATOR = 8.03e9
-LLAMA3_8B_TOTAL = 8030261248  # exact base total of Llama3-8B (CONTEST.md section 5)
 LORA_TAG = "mindpet_delta_lora"
 
 
@@ -314,11 +312,10 @@ def summarize(base_total, trainable, lora_total, source):
         ("total", int(base_total)),
         ("lora_params", int(lora_total)),
         ("network_total", int(base_total + lora_total)),
-        # the leaderboard's format: 6 significant digits (0.000424393, 0.00679028)
-        ("ratio_contest", float("%.6g" % (trainable / CONTEST_DENOMINATOR))),
-        ("ratio_contest_full", float("%.12g" % (trainable / CONTEST_DENOMINATOR))),
-        ("ratio_exact", float("%.12g" % (trainable / base_total)) if base_total else None),
-        ("contest_denominator", CONTEST_DENOMINATOR),
+        ("ratio_contest", contest.ratio_contest(trainable)),
+        ("ratio_contest_full", contest.ratio_contest_full(trainable)),
+        ("ratio_exact", contest.ratio_exact(trainable, base_total)),
+        ("contest_denominator", contest.CONTEST_DENOMINATOR),
     ])
 
 
@@ -369,10 +366,3 @@ def expand_override(item):
             return plus + full + item[len(short):]
     return plus + item
 
-
-def score_ratio(params):
-    """The ratio the contest score uses: trainable / 8.03e9 for Llama3-8B itself, else the exact
-    trainable / total (8.03e9 means nothing for the tiny CPU model). `params` is count_params' JSON."""
-    if int(params["total"]) == LLAMA3_8B_TOTAL:
-        return float(params["ratio_contest"])
-    return float(params["ratio_exact"])

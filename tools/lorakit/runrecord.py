@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from . import contest
 from .io import KitError, atomic_path, file_fingerprint, sha256_file, write_json, write_jsonl
+from .params import count_from_config
 from .paths import PATCHES_DIR
 
 LIBRARIES = ("mindspore", "mindformers", "mindpet", "numpy", "tiktoken", "pyyaml", "jsonschema", "matplotlib")
@@ -132,15 +134,12 @@ def param_counts(network, cfg):
     counts = count_network_params(network)
     counts["source"] = "network"
     try:
-        from .params import CONTEST_DENOMINATOR, count_from_config
-
         closed = count_from_config(cfg)
-    except (ImportError, KitError) as exc:
+    except KitError as exc:
         counts["config_check"] = "not done: %s" % exc
-        CONTEST_DENOMINATOR = 8.03e9
         closed = None
-    counts["ratio_contest"] = float("%.9g" % (counts["trainable"] / CONTEST_DENOMINATOR))
-    counts["ratio_exact"] = float("%.9g" % (counts["trainable"] / counts["base_total"])) if counts["base_total"] else None
+    counts["ratio_contest"] = contest.ratio_contest(counts["trainable"])
+    counts["ratio_exact"] = contest.ratio_exact(counts["trainable"], counts["base_total"])
     if closed is not None:
         agree = closed["trainable"] == counts["trainable"] and closed["total"] == counts["base_total"]
         counts["config_check"] = "agrees with lorakit.params" if agree else \
