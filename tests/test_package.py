@@ -123,3 +123,21 @@ def test_patches_changed_since_training_refused(run, tmp_path):
 def test_bad_team_name(run, tmp_path):
     with pytest.raises(KitError, match="--team"):
         build(run, tmp_path / "submission", team="../evil")
+
+
+def test_series_with_inline_comments_packages_and_verifies(run, tmp_path, monkeypatch):
+    """`#` starts a comment anywhere on a series line, for package and verify alike (lorakit.patches): packaging
+    used to look for a patch file named `0001-... # note` and refuse a valid run."""
+    from lorakit import patches
+    from lorakit.paths import PATCHES_DIR
+
+    pdir = tmp_path / "patches"
+    shutil.copytree(str(PATCHES_DIR), str(pdir))
+    names = [n for _, n in patches.read_series(pdir / "series")]
+    (pdir / "series").write_text("# the kit's patches\n" + "".join("%s  # note %d\n" % (n, k)
+                                                                   for k, n in enumerate(names)), encoding="utf-8")
+    monkeypatch.setattr(patches, "PATCHES_DIR", pdir)
+    out = tmp_path / "submission"
+    assert build(run, out, "--no-zip") == 0
+    m = json.loads((out / "acme" / "manifest.json").read_text(encoding="utf-8"))
+    assert m["patches"]["series"] == names and len(names) == 5

@@ -293,3 +293,11 @@ def test_network_parameters_line_is_exact_for_tiny_lora(pkg, tmp_path):
 def test_help():
     proc = run("--help")
     assert proc.returncode == 0 and "--target" in proc.stdout and "check" in proc.stdout
+
+
+def test_series_rule_comments_anywhere():
+    """One rule for every reader of a series file (lorakit.patches): `#` starts a comment anywhere on a line."""
+    from lorakit.patches import parse_series
+
+    text = "# header\n0001-a.patch  # why\n\n   0002-b.patch\n#0003-off.patch\n"
+    assert parse_series(text) == [(2, "0001-a.patch"), (4, "0002-b.patch")]

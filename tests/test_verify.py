@@ -179,6 +179,16 @@ def test_absolute_path_in_a_text_file(sub, capsys):
     assert rc == 1 and "logs/train/worker_0.log:3: /home/alice/ckpt/x.ckpt" in checks["paths"]["detail"]
 
 
+def test_series_comments_after_a_name(sub, capsys):
+    """patches/series read by the rule of lorakit.patches: `name  # why` names the patch (verify used to compare
+    `name  # why` itself with the manifest's series and fail a valid submission)."""
+    edit_lines(sub / "patches" / "series", lambda lines: ["# applied in this order\n"] +
+               [ln.rstrip("\n") + "  # see docs/patches.md\n" for ln in lines])
+    rehash(sub)
+    rc, _, checks = run_verify(capsys, sub)
+    assert rc == 0 and checks["patches"]["status"] == "PASS", checks["patches"]["detail"]
+
+
 def test_squad_and_score_edits(sub, capsys):
     m = load_manifest(sub)
     m["metrics"]["squad"]["f1"] = 70.0

@@ -32,7 +32,8 @@ from string import Template
 from lorakit import __version__ as KIT_VERSION
 from lorakit import manifest as mf
 from lorakit.io import KitError, file_fingerprint, iter_jsonl, read_json, run_main, sha256_file, write_json
-from lorakit.paths import PATCHES_DIR, REPO, RUNS
+from lorakit.patches import fingerprints, kit_series
+from lorakit.paths import REPO, RUNS
 
 TEMPLATE = REPO / "submission" / "REPORT.template.md"
 TOOLS = Path(__file__).resolve().parent
@@ -111,23 +112,13 @@ def environment(run_record):
     return env
 
 
-def patch_series():
-    """(series names, [(name, path)]) of mindformers_patches/ (empty when the kit has none)."""
-    series = PATCHES_DIR / "series"
-    if not series.is_file():
-        return [], []
-    names = [ln.strip() for ln in series.read_text(encoding="utf-8").splitlines()
-             if ln.strip() and not ln.strip().startswith("#")]
-    return names, [(n, PATCHES_DIR / n) for n in names]
-
-
 def check_training_patches(run, patch_files):
     """The patches packaged must be the ones the training run applied (run.json records name + sha256)."""
     rec = read_json(run / "train/run.json") if (run / "train/run.json").is_file() else {}
     trained = (rec.get("patches") or {}).get("patches") if isinstance(rec.get("patches"), dict) else None
     if not trained:
         return
-    now = [{"name": n, "sha256": sha256_file(p)} for n, p in patch_files]
+    now = fingerprints(patch_files)
     was = [{"name": t.get("name"), "sha256": t.get("sha256")} for t in trained if isinstance(t, dict)]
     if now != was:
         raise KitError("mindformers_patches/ changed since the training run (run.json lists %s; the kit has %s): "
@@ -410,7 +401,8 @@ def stage(args, run, out_dir):
     if records is None or not records.is_file():
         missing.append("SQuAD eval records (%s; pass --squad-records FILE)" % (rec_name or "not named in "
                                                                                 "eval/squad_report.json"))
-    series, patch_files = patch_series()
+    series_file, patch_files = kit_series()
+    series = [n for n, _ in patch_files]
     missing += [str(p) for _, p in patch_files if not p.is_file()]
     if not missing:
         check_training_patches(run, patch_files)
@@ -501,7 +493,7 @@ def stage(args, run, out_dir):
     if tokenizer_source is not None:
         copies.append((tokenizer_source, TOKENIZER_IN_SUBMISSION))
     if patch_files:
-        copies.append((PATCHES_DIR / "series", "patches/series"))
+        copies.append((series_file, "patches/series"))
         copies += [(p, "patches/" + n) for n, p in patch_files]
     for log in find_logs(run):
         copies.append((log, "logs/" + log.relative_to(run).as_posix().replace("/logs/", "/").replace("/log/", "/")))

@@ -29,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lorakit import patches as patches_lib
 from lorakit.io import KitError, run_main
 from lorakit.paths import PATCHES_DIR
 
@@ -144,16 +145,10 @@ def parse_patch(path):
 
 
 def read_series(series):
+    """The Patch objects of a series file (lorakit.patches' rule), each file parsed."""
     series = Path(series)
-    try:
-        text = series.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KitError(f"{series}: cannot read: {exc.strerror or exc}") from None
     patches = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        entry = line.split("#", 1)[0].strip()
-        if not entry:
-            continue
+    for lineno, entry in patches_lib.read_series(series):
         path = series.parent / entry
         if not path.is_file():
             raise KitError(f"{series}:{lineno}: patch file {path} not found")

@@ -49,6 +49,7 @@ from lorakit import contest
 from lorakit import manifest as mf
 from lorakit.contest import ratio_matches, score_ratio
 from lorakit.io import KitError, atomic_open, iter_jsonl, pid_tempdir, run_main, sha256_file, show
+from lorakit.patches import read_series
 
 # Fixed layout of a submission (written by package.py, read here)
 ADAPTER = "adapter/adapter.ckpt"
@@ -341,12 +342,8 @@ class Verifier:
         series_rel = PATCH_DIR + "/series"
         names = []
         if (self.root / series_rel).exists():
-            with open(str(self.path(series_rel)), "rb") as fh:
-                raw = fh.read(self.limits.max_json_bytes + 1)
-            if len(raw) > self.limits.max_json_bytes:
-                raise CheckFailed("%s: over the %d-byte limit" % (series_rel, self.limits.max_json_bytes))
-            text = raw.decode("utf-8", "replace")
-            names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+            names = [n for _, n in read_series(self.path(series_rel), self.limits.max_json_bytes,
+                                                    name=series_rel)]
         if names != list(declared.get("series", [])):
             raise CheckFailed("patches/series lists %s, manifest says %s" % (show(names, 300),
                                                                             show(declared.get("series"), 300)))

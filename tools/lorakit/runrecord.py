@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from . import contest
-from .io import KitError, atomic_path, file_fingerprint, sha256_file, write_json, write_jsonl
+from .io import KitError, atomic_path, file_fingerprint, write_json, write_jsonl
 from .params import count_from_config
-from .paths import PATCHES_DIR
+from .patches import fingerprints, kit_series
 
 LIBRARIES = ("mindspore", "mindformers", "mindpet", "numpy", "tiktoken", "pyyaml", "jsonschema", "matplotlib")
 
@@ -67,19 +67,11 @@ def library_versions():
 def patches_applied(patches_dir=None):
     """The MindFormers patch series the kit applies: [{name, sha256}] in series order, plus where MindFormers is.
 
-    Reads `mindformers_patches/series` (one patch file per line, `#` comments); a listed file that is missing
-    is reported with sha256 None rather than hidden.
+    Reads `mindformers_patches/series` (lorakit.patches); a listed file that is missing is reported with sha256
+    None rather than hidden.
     """
-    pdir = Path(patches_dir) if patches_dir is not None else PATCHES_DIR
-    series = pdir / "series"
-    patches = []
-    if series.is_file():
-        for line in series.read_text(encoding="utf-8").splitlines():
-            name = line.split("#", 1)[0].strip()
-            if not name:
-                continue
-            p = pdir / name
-            patches.append({"name": name, "sha256": sha256_file(p) if p.is_file() else None})
+    series, patch_files = kit_series(patches_dir)
+    patches = fingerprints(patch_files)
     mf_dir = None
     try:
         import importlib.util
