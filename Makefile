@@ -21,9 +21,11 @@ WORKERS ?= 1
 TEAM ?= demo
 MINDFORMERS_DIR ?=
 export PYTHONDONTWRITEBYTECODE := 1
+# Paths of a run folder's artefacts (L_*), generated from tools/lorakit/layout.py: $(RUN)/$(L_ADAPTER) etc.
+include layout.mk
 
 ##@ Environment
-.PHONY: help setup lint test patches
+.PHONY: help setup lint test test-fast layout patches
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
@@ -48,6 +50,13 @@ ifeq ($(PLATFORM),cpu)
 	else echo "test: no Python 3.9 pass: $(PY39) does not exist (make setup found no python3.9 that runs)"; fi
 endif
 
+test-fast: lint ## lint, then the suite without the tests marked slow (training, generation, make demo) under .venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+layout: ## regenerate layout.mk, the run-folder paths this Makefile includes, from tools/lorakit/layout.py
+	$(PY) -c 'import sys; sys.path.insert(0, "tools"); from lorakit import layout; sys.stdout.write(layout.make_include())' \
+	  > layout.mk.tmp && mv layout.mk.tmp layout.mk
+
 patches: ## show whether mindformers_patches/ are applied (venv's MindFormers, or MINDFORMERS_DIR)
 	$(PY) tools/patch_mindformers.py check --applied --target "$(or $(MINDFORMERS_DIR),$$($(PY) -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("mindformers").origin))'))"
 
@@ -70,13 +79,13 @@ $(CACHE)/gen/train_$(DATA_N).jsonl:
 	$(PY) tools/gen_math.py --n $(DATA_N) --seed 0 --out $@
 
 data: $(if $(RAW),,$(CACHE)/gen/train_$(DATA_N).jsonl) ## RAW=train.json (else DATA_N generated records) -> RUN/data: conversation.json, train.mindrecord, data_report.{json,md,png}
-	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/data \
+	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/$(L_DATA_DIR) \
 	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),vicuna) --overlong $(OVERLONG) \
 	  $(if $(SEQ_LENGTH),--seq-length $(SEQ_LENGTH)) $(if $(MULTIPLE_OF),--multiple-of $(MULTIPLE_OF)) \
 	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(CACHE)/tokenizer/tokenizer.model)) $(DATA_ARGS)
 
 # `make train` converts only when the MindRecord is missing; `make data` always (re)converts.
-$(RUN)/data/train.mindrecord:
+$(RUN)/$(L_MINDRECORD):
 	@$(MAKE) --no-print-directory data
 
 audit: ## RAW=train.json: families, exact reproduction of every solution, duplicates, bad lines (exit 1 on unreadable lines)
@@ -105,64 +114,69 @@ endif
 endif
 endif
 
-train: $(if $(DRY_RUN),,$(RUN)/data/train.mindrecord) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
+train: $(if $(DRY_RUN),,$(RUN)/$(L_MINDRECORD)) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
 	$(PY) tools/launch.py $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run) \
-	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/data/train.mindrecord \
-	  $(if $(BASE_CKPT),--load-checkpoint $(BASE_CKPT)) --run-dir $(RUN)/train \
+	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/$(L_MINDRECORD) \
+	  $(if $(BASE_CKPT),--load-checkpoint $(BASE_CKPT)) --run-dir $(RUN)/$(L_TRAIN_DIR) \
 	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(TRAIN_DP) $(if $(RESUME),--resume) $(TRAIN_ARGS)
 
 rank-table: ## HCCL rank table of this server -> RUN/rank_table.json (DEVICES='[0,4)', SERVER_IP=, HCCN_CONF=/etc/hccn.conf)
 	$(PY) tools/rank_table.py --device-range '$(DEVICES)' $(if $(SERVER_IP),--server-ip $(SERVER_IP)) \
-	  $(if $(HCCN_CONF),--hccn-conf $(HCCN_CONF)) --out $(RUN)/rank_table.json
+	  $(if $(HCCN_CONF),--hccn-conf $(HCCN_CONF)) --out $(RUN)/$(L_RANK_TABLE)
 
 ##@ Checkpoints
 .PHONY: merge params
 merge: ## merge rank shards -> RUN/train/merged.ckpt, extract RUN/adapter/, fold into RUN/folded/folded.ckpt
-	$(PY) tools/ckpt.py merge-shards --src $(RUN)/train/output --out $(RUN)/train/merged.ckpt
-	$(PY) tools/ckpt.py extract-lora --checkpoint $(RUN)/train/merged.ckpt --config $(RUN)/train/config.yaml \
-	  $(if $(BASE_CKPT),--base $(BASE_CKPT)) --out-dir $(RUN)/adapter
-	$(PY) tools/ckpt.py inspect $(RUN)/adapter/adapter.ckpt --lora-only --check
-	$(PY) tools/ckpt.py fold-lora --base $(or $(BASE_CKPT),$(RUN)/train/merged.ckpt) --adapter $(RUN)/adapter \
-	  --out $(RUN)/folded/folded.ckpt
+	$(PY) tools/ckpt.py merge-shards --src $(RUN)/$(L_TRAIN_OUTPUT) --out $(RUN)/$(L_MERGED)
+	$(PY) tools/ckpt.py extract-lora --checkpoint $(RUN)/$(L_MERGED) --config $(RUN)/$(L_TRAIN_CONFIG) \
+	  $(if $(BASE_CKPT),--base $(BASE_CKPT)) --out-dir $(RUN)/$(L_ADAPTER_DIR)
+	$(PY) tools/ckpt.py inspect $(RUN)/$(L_ADAPTER) --lora-only --check
+	$(PY) tools/ckpt.py fold-lora --base $(or $(BASE_CKPT),$(RUN)/$(L_MERGED)) --adapter $(RUN)/$(L_ADAPTER_DIR) \
+	  --out $(RUN)/$(L_FOLDED)
 
 params: ## exact trainable / total parameter counts and the contest ratio -> RUN/eval/params.json
-	$(PY) tools/count_params.py --config $(if $(wildcard $(RUN)/train/config.yaml),$(RUN)/train/config.yaml,$(PROFILE)) \
-	  $(if $(wildcard $(RUN)/adapter/adapter.ckpt),--checkpoint $(RUN)/adapter/adapter.ckpt) --out $(RUN)/eval/params.json
+	$(PY) tools/count_params.py --config $(or $(wildcard $(RUN)/$(L_TRAIN_CONFIG)),$(PROFILE)) \
+	  $(if $(wildcard $(RUN)/$(L_ADAPTER)),--checkpoint $(RUN)/$(L_ADAPTER)) --out $(RUN)/$(L_PARAMS)
 
 ##@ Evaluation
 # Math test set: EVAL_N generated records (own seed; small-space families such as equation or area can repeat
 # training problems, as in the real data) unless EVAL_GOLD points at a held-out file.
-EVAL_GOLD ?= $(RUN)/eval/math_gold.jsonl
+EVAL_GOLD ?= $(RUN)/$(L_MATH_GOLD)
 EVAL_N ?= 200
 EVAL_SEED ?= 20241
 EVAL_BATCH ?= 16
+# empty: the token report's answer budget (RUN/data/data_report.json), else the profile's max_new_tokens
+EVAL_MAX_NEW ?=
 SQUAD_DEV ?= tests/data/squad_tiny.json
 # predict with yaml/<profile>-predict.yaml when there is one (any llama3-8b* profile: yaml/llama3-8b-predict.yaml,
 # use_past on, one NPU; the folded checkpoint carries the LoRA), else the profile itself
 EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(if $(filter llama3-8b%,$(PROFILE)),yaml/llama3-8b-predict.yaml,$(PROFILE)))
 EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(CACHE)/tokenizer/tokenizer.model)
 # weights: the folded checkpoint when `make merge` made one, else the newest (by time, not name) trained checkpoint
-EVAL_CKPT ?= $(or $(wildcard $(RUN)/folded/folded.ckpt),$(shell ls -t $(RUN)/train/output/checkpoint/rank_0/*.ckpt 2>/dev/null | head -1))
-EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/train/config.yaml),$(PROFILE))
+EVAL_CKPT ?= $(or $(wildcard $(RUN)/$(L_FOLDED)),$(shell ls -t $(RUN)/$(L_CHECKPOINTS)/rank_0/*.ckpt 2>/dev/null | head -1))
+EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/$(L_TRAIN_CONFIG)),$(PROFILE))
+# no: skip the parameter count and the contest score (a full-parameter run, e.g. the demo's base model, has no ratio)
+EVAL_PARAMS ?= yes
 EVAL_PREDICT = $(PY) tools/predict.py --config $(EVAL_CONFIG) --checkpoint $(EVAL_CKPT) --tokenizer $(EVAL_TOKENIZER) \
 	--batch-size $(EVAL_BATCH) $(if $(ADAPTER),--adapter $(ADAPTER))
 .PHONY: eval
 eval: ## predict + score math (3 policies, per family) and the SQuAD EmF1 gate into RUN/eval/ (BASE_REPORT=: 90 % of a base run)
 	@test -n "$(EVAL_CKPT)" || { echo "eval: no checkpoint: run make train (or set EVAL_CKPT=...)"; exit 2; }
-	@mkdir -p $(RUN)/eval
+	@mkdir -p $(RUN)/$(L_EVAL_DIR)
 	test -f $(EVAL_GOLD) || $(PY) tools/gen_math.py --n $(EVAL_N) --seed $(EVAL_SEED) --out $(EVAL_GOLD) --no-progress
-	$(EVAL_PREDICT) --input $(EVAL_GOLD) --out $(RUN)/eval/predictions.jsonl $(if $(TEMPLATE),--template $(TEMPLATE)) \
-		$(if $(wildcard $(RUN)/data/data_report.json),--token-report $(RUN)/data/data_report.json) \
-		--dump-config $(RUN)/eval/config.yaml
-	$(PY) tools/count_params.py --config $(EVAL_PARAMS_CONFIG) --out $(RUN)/eval/params.json > /dev/null
-	$(PY) tools/score_math.py --gold $(EVAL_GOLD) --pred $(RUN)/eval/predictions.jsonl --params $(RUN)/eval/params.json \
-		--out-dir $(RUN)/eval
-	$(PY) tools/squad.py prepare --dev $(SQUAD_DEV) --out $(RUN)/eval/squad_records.jsonl
-	$(EVAL_PREDICT) --input $(RUN)/eval/squad_records.jsonl --out $(RUN)/eval/squad_predictions.jsonl \
+	$(EVAL_PREDICT) --input $(EVAL_GOLD) --out $(RUN)/$(L_PREDICTIONS) $(if $(TEMPLATE),--template $(TEMPLATE)) \
+		$(if $(EVAL_MAX_NEW),--max-new-tokens $(EVAL_MAX_NEW)) \
+		$(if $(wildcard $(RUN)/$(L_DATA_REPORT)),--token-report $(RUN)/$(L_DATA_REPORT)) \
+		--dump-config $(RUN)/$(L_EVAL_CONFIG)
+	$(if $(filter yes,$(EVAL_PARAMS)),$(PY) tools/count_params.py --config $(EVAL_PARAMS_CONFIG) --out $(RUN)/$(L_PARAMS) > /dev/null)
+	$(PY) tools/score_math.py --gold $(EVAL_GOLD) --pred $(RUN)/$(L_PREDICTIONS) \
+		$(if $(filter yes,$(EVAL_PARAMS)),--params $(RUN)/$(L_PARAMS)) --out-dir $(RUN)/$(L_EVAL_DIR)
+	$(PY) tools/squad.py prepare --dev $(SQUAD_DEV) --out $(RUN)/$(L_SQUAD_RECORDS)
+	$(EVAL_PREDICT) --input $(RUN)/$(L_SQUAD_RECORDS) --out $(RUN)/$(L_SQUAD_PREDICTIONS) \
 		--max-new-tokens 20 --min-new-tokens 1
-	$(PY) tools/squad.py score --records $(RUN)/eval/squad_records.jsonl --pred $(RUN)/eval/squad_predictions.jsonl \
-		--out-dir $(RUN)/eval
-	$(PY) tools/squad.py gate --report $(RUN)/eval/squad_report.json --write $(if $(BASE_REPORT),--base-report $(BASE_REPORT)) $(SQUAD_GATE_ARGS) \
+	$(PY) tools/squad.py score --records $(RUN)/$(L_SQUAD_RECORDS) --pred $(RUN)/$(L_SQUAD_PREDICTIONS) \
+		--out-dir $(RUN)/$(L_EVAL_DIR)
+	$(PY) tools/squad.py gate --report $(RUN)/$(L_SQUAD_REPORT) --write $(if $(BASE_REPORT),--base-report $(BASE_REPORT)) $(SQUAD_GATE_ARGS) \
 		$(if $(filter tiny%,$(PROFILE)),|| echo "eval: SQuAD gate failed - expected for the tiny model (the thresholds are the 8B base model's)")
 
 ##@ Submission
@@ -203,7 +217,7 @@ DEMO_LORA_STEPS ?= 600
 D := $(DEMO_RUN)
 DEMO_FAMILIES := --families mass,fraction,area --weights mass=1,fraction=1,area=1
 # prints the stage banner and appends "<unix time>\t<stage>" to D/stage_times.tsv (summary.py: time per stage)
-DEMO_STEP = @demo_step() { mkdir -p $(D) && printf '%s\t%s\n' "$$(date +%s.%N)" "$$1" >> $(D)/stage_times.tsv; \
+DEMO_STEP = @demo_step() { mkdir -p $(D) && printf '%s\t%s\n' "$$(date +%s.%N)" "$$1" >> $(D)/$(L_STAGE_TIMES); \
 	printf '\n\033[1m== demo %s\033[0m\n' "$$1"; }; demo_step 
 .PHONY: demo demo-base
 demo-base: ## demo stage 1: base corpus + full-parameter pre-training of the tiny stand-in base model + its own eval
@@ -218,17 +232,14 @@ demo-base: ## demo stage 1: base corpus + full-parameter pre-training of the tin
 	$(PY) tools/convert_dataset.py to-mindrecord $(D)/gen/base_cot.json --out $(D)/base_data/cot.mindrecord --template plain --profile tiny-demo --no-progress
 	$(DEMO_STEP)"[2/7] pre-train the stand-in base model (full parameters, random init; Llama3-8B's role)"
 	$(PY) tools/launch.py -- tools/finetune.py --config tiny-base --train-data $(D)/base_data --load-checkpoint '' \
-	  --run-dir $(D)/base --steps $(DEMO_BASE_STEPS)
-	cp "$$(ls -t $(D)/base/output/checkpoint/rank_0/*.ckpt | head -1)" $(D)/base/base.ckpt
+	  --run-dir $(D)/$(L_BASE_DIR) --steps $(DEMO_BASE_STEPS)
+	cp "$$(ls -t $(D)/$(L_BASE_DIR)/$(LT_CHECKPOINTS)/rank_0/*.ckpt | head -1)" $(D)/$(L_BASE_CKPT)
 	$(DEMO_STEP)"[3/7] evaluate the base model alone (math + SQuAD: the before picture and the gate's reference)"
-	$(PY) tools/predict.py --input $(D)/gen/test.jsonl --out $(D)/base/eval/predictions.jsonl --config tiny-base \
-	  --checkpoint $(D)/base/base.ckpt --tokenizer tiny --template plain --batch-size 50 --max-new-tokens 40
-	$(PY) tools/score_math.py --gold $(D)/gen/test.jsonl --pred $(D)/base/eval/predictions.jsonl --out-dir $(D)/base/eval > /dev/null
-	$(PY) tools/squad.py prepare --dev $(SQUAD_DEV) --out $(D)/base/eval/squad_records.jsonl
-	$(PY) tools/predict.py --input $(D)/base/eval/squad_records.jsonl --out $(D)/base/eval/squad_predictions.jsonl \
-	  --config tiny-base --checkpoint $(D)/base/base.ckpt --tokenizer tiny --batch-size 8 --max-new-tokens 20 --min-new-tokens 1
-	$(PY) tools/squad.py score --records $(D)/base/eval/squad_records.jsonl --pred $(D)/base/eval/squad_predictions.jsonl \
-	  --out-dir $(D)/base/eval > /dev/null
+	@# make eval with the base folder as its run folder: all its parameters were trained (no ratio, no contest
+	@# score), and its gate is 0 / 0 as in stage 6 (the tiny base reads no English)
+	@$(MAKE) --no-print-directory eval PROFILE=tiny-base RUN=$(D)/$(L_BASE_DIR) EVAL_CKPT=$(D)/$(L_BASE_CKPT) \
+	  EVAL_GOLD=$(D)/gen/test.jsonl TEMPLATE=plain EVAL_BATCH=50 EVAL_MAX_NEW=40 EVAL_PARAMS=no \
+	  SQUAD_GATE_ARGS="--f1 0 --em 0"
 
 demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge, eval, submission, verify, summary
 	@$(MAKE) --no-print-directory setup
@@ -236,10 +247,10 @@ demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge,
 	$(DEMO_STEP)"[4/7] LoRA finetune with the cot recipe (make data + make train)"
 	@$(MAKE) --no-print-directory data PROFILE=tiny-demo RUN=$(D) RAW=$(D)/gen/lora.jsonl RECIPE=cot TEMPLATE=plain \
 	  DATA_ARGS="--no-dedup --shuffle --no-progress"
-	@$(MAKE) --no-print-directory train PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/base/base.ckpt \
+	@$(MAKE) --no-print-directory train PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/$(L_BASE_CKPT) \
 	  CHECKPOINTS= TRAIN_ARGS="--steps $(DEMO_LORA_STEPS)"
 	$(DEMO_STEP)"[5/7] merge: extract the adapter, fold it into the base (make merge)"
-	@$(MAKE) --no-print-directory merge PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/base/base.ckpt
+	@$(MAKE) --no-print-directory merge PROFILE=tiny-demo RUN=$(D) BASE_CKPT=$(D)/$(L_BASE_CKPT)
 	$(DEMO_STEP)"[6/7] evaluate: held-out math per family, SQuAD scores and gate (make eval)"
 	@# the tiny base cannot read English (its SQuAD F1 is chance level, see RUN/base/eval): there is no reading
 	@# ability to keep, so the demo's gate runs with thresholds 0 (the notebook uses the contest's 53.8832 / 39.7533)
@@ -250,8 +261,8 @@ demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge,
 	@# one verify run (with the inference re-run); its JSON result feeds the summary. The tiny model's SQuAD gate
 	@# is 0 / 0 here as in make eval (the judge's default is the contest's 53.8832 / 39.7533)
 	@$(MAKE) --no-print-directory verify SUBMISSION=$(SUBMISSION_DIR)/$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl \
-	  RERUN=1 BASE_CKPT=$(D)/base/base.ckpt SQUAD_THRESHOLDS="0 0" VERIFY_JSON=$(D)/verify.json
-	@$(PY) tools/summary.py --run $(D) --submission $(SUBMISSION_DIR)/$(DEMO_TEAM) --verify-json $(D)/verify.json \
+	  RERUN=1 BASE_CKPT=$(D)/$(L_BASE_CKPT) SQUAD_THRESHOLDS="0 0" VERIFY_JSON=$(D)/$(L_VERIFY_JSON)
+	@$(PY) tools/summary.py --run $(D) --submission $(SUBMISSION_DIR)/$(DEMO_TEAM) --verify-json $(D)/$(L_VERIFY_JSON) \
 	  --title "make demo" --tiny-note
 
 ##@ Benchmarks

@@ -23,11 +23,11 @@ import pytest
 
 import submission_fixtures as sf
 import verify
-from lorakit import ckpt_io
+from conftest import REPO, run_tool
+from lorakit import ckpt_io, contest
 from lorakit import manifest as mf
 from lorakit.io import KitError
 
-REPO = Path(__file__).resolve().parents[1]
 VERIFY = str(REPO / "tools" / "verify.py")
 GATE = sf.FIXTURE_GATE
 TIME_LIMIT_S = 30.0
@@ -182,8 +182,8 @@ def test_ratio_compared_relatively(sub, capsys):
     rc, checks = run_verify(capsys, sub)
     assert rc == 1 and "manifest params.ratio_contest=0.0, recomputed 4.46326276e-07" in checks["ratio"]["detail"]
     # 1e-6 relative: a ratio off by 2e-6 relative fails, the leaderboard's 6-digit rounding passes
-    assert not verify.ratio_matches(0.0139825218477 * (1 + 2e-6), 0.0139825218477)
-    assert verify.ratio_matches(0.000424393, 3407872 / 8.03e9) and verify.ratio_matches(4.46326e-07, 3584 / 8.03e9)
+    assert not contest.ratio_matches(0.0139825218477 * (1 + 2e-6), 0.0139825218477)
+    assert contest.ratio_matches(0.000424393, 3407872 / 8.03e9) and contest.ratio_matches(4.46326e-07, 3584 / 8.03e9)
 
 
 def test_freeze_rules_cannot_shrink_the_trainable_count(sub, capsys):
@@ -513,12 +513,11 @@ def test_long_numbers(sub, tmp_path, capsys):
 
 
 def test_infinite_tolerance_is_one_line(sub, tmp_path):
-    res = subprocess.run([sys.executable, VERIFY, str(sub), "--tolerance", "inf"], capture_output=True, text=True)
+    res = run_tool("verify", sub, "--tolerance", "inf")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "argument --tolerance: 'inf' is not a finite number" in res.stderr
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "score_math.py"), "--gold", str(sub / "eval" /
-                          "math_gold.jsonl"), "--pred", str(sub / "eval" / "predictions.jsonl"), "--tolerance", "1e999"],
-                         capture_output=True, text=True)
+    res = run_tool("score_math", "--gold", sub / "eval" / "math_gold.jsonl", "--pred", sub / "eval" / "predictions.jsonl",
+                   "--tolerance", "1e999")
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "must be a number in [0, 1)" in res.stderr
 
 
@@ -606,9 +605,8 @@ def test_steps_fit_the_warmup(tmp_path):
 
 
 def test_dry_run_fails_when_preflight_fails(tmp_path):
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "launch.py"), "--dry-run", "--", "tools/finetune.py",
-                          "--config", "tiny", "--train-data", str(tmp_path / "missing.mindrecord")],
-                         cwd=str(REPO), capture_output=True, text=True)
+    res = run_tool("launch", "--dry-run", "--", "tools/finetune.py", "--config", "tiny", "--train-data",
+                   tmp_path / "missing.mindrecord")
     assert res.returncode == 1 and "training data not found" in res.stderr and "tools/finetune.py" in res.stdout
 
 

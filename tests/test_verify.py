@@ -14,7 +14,9 @@ import pytest
 
 import submission_fixtures as sf
 import verify
+from conftest import run_tool
 from lorakit import manifest as mf
+from lorakit.checks import CHECKS
 
 FIXTURE_GATE = sf.FIXTURE_GATE
 run_verify, failed = sf.run_verify, sf.failed
@@ -26,9 +28,9 @@ load_manifest, save_manifest, rehash, edit_lines = sf.load_manifest, sf.save_man
 def test_clean_folder_and_zip_verify(built, capsys):
     rc, out, checks = run_verify(capsys, built / "fx")
     assert rc == 0 and out["verified"], failed(checks)
-    assert checks["rerun"]["status"] == "SKIP"
-    for name in ("schema", "files", "paths", "patches", "config", "adapter", "base", "ratio", "math", "squad", "score"):
-        assert checks[name]["status"] == "PASS", name
+    assert [c.name for c in CHECKS] == list(checks)  # every check of the registry reported, in its order
+    for c in CHECKS:
+        assert checks[c.name]["status"] == ("SKIP" if c.option else "PASS"), c.name
     assert "18/24" in checks["math"]["detail"]
     assert "3584" in checks["ratio"]["detail"]
     rc, out, checks = run_verify(capsys, built / "fx.zip")
@@ -42,7 +44,30 @@ def test_human_output_one_line_per_check(built, capsys):
     assert rc == 0
     assert text[-1].endswith("VERIFIED") and "0 failed" in text[-1]
     assert all(line.split()[0] in ("PASS", "SKIP") for line in text[:-1])
-    assert len(text) == 17  # input, layout, manifest, 13 checks incl. base, rerun + summary
+    assert len(text) == len(CHECKS) + 1  # one line per registered check + the summary
+
+
+def test_registry_drives_the_doc_the_help_and_the_run():
+    """lorakit.checks.CHECKS is verify's one check list: each entry is a Verifier method, names earlier checks
+    as its needs, and appears with its doc in verify.py's docstring and --help."""
+    import re
+
+    from lorakit.checks import EARLIER, GROUPS, PROVIDES, Verifier
+
+    names = [c.name for c in CHECKS]
+    assert len(set(names)) == len(names) and names[0] == "input"
+    assert {m[len("check_"):] for m in dir(Verifier) if m.startswith("check_")} == set(names) - {"input"}
+    stops = {c.name for c in CHECKS if c.stops}
+    for i, c in enumerate(CHECKS):
+        assert c.group in GROUPS and len(c.doc) > 20, c.name
+        # a need is an earlier check that either ends the run when it fails or leaves its numbers (PROVIDES)
+        assert c.needs == EARLIER or set(c.needs) <= set(names[:i]) & (stops | set(PROVIDES)), c.name
+    assert [c.group for c in CHECKS] == sorted((c.group for c in CHECKS), key=GROUPS.index)
+    helptext = run_tool("verify", "--help").stdout
+    for c in CHECKS:
+        first_words = " ".join(c.doc.split()[:4])
+        for text in (verify.__doc__, helptext):
+            assert re.search(r"^  %s +%s" % (re.escape(c.name), re.escape(first_words)), text, re.M), c.name
 
 
 # ---------------------------------------------------------------- the tamperings the issue lists

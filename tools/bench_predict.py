@@ -55,7 +55,6 @@ def main(argv=None):
     if not sizes or min(sizes) < 1 or args.rows < max(sizes) or args.new_tokens < 1:
         raise KitError("need batch sizes >= 1, --rows >= the largest batch size and --new-tokens >= 1")
 
-    import predict
     from lorakit.tokenizer import load_tokenizer
 
     templates = [t for t in args.templates.split(",") if t.strip()]
@@ -63,7 +62,7 @@ def main(argv=None):
     load_start = loadavg()
     runs = []
     for template in templates:
-        runs.append(bench_template(args, template, sizes, tok, predict))
+        runs.append(bench_template(args, template, sizes, tok))
     result = {"command": "tools/bench_predict.py " + " ".join(sys.argv[1:]), "machine": dict(machine_info(libs=True), load_start=load_start, load_end=loadavg()),
               "config": args.config, "rows_from": "all" if args.all_rows else "Chinese rows", "rows": args.rows,
               "new_tokens": args.new_tokens, "rounds": args.rounds, "runs": runs}
@@ -107,14 +106,14 @@ def main(argv=None):
     return 0
 
 
-def bench_template(args, template, sizes, tok, predict):
-    from lorakit import mf
+def bench_template(args, template, sizes, tok):
+    from lorakit import inference, mf
 
     cfg = load_config(args.config, args.set)
     if str(cfg.get("context", {}).get("device_target")) == "CPU":
         model_config(cfg)["use_past"] = False  # the KV-cache path uses Ascend-only ops
-    predict.check_tokenizer(tok, cfg)
-    items = predict.read_items(args.input, template)
+    inference.check_tokenizer(tok, cfg)
+    items = inference.read_items(args.input, template)
     if not args.all_rows:
         from lorakit.families import is_chinese
 
@@ -124,10 +123,10 @@ def bench_template(args, template, sizes, tok, predict):
         raise KitError("%s has only %d usable rows, --rows is %d" % (args.input, len(items), args.rows))
     seq = int(model_config(cfg)["seq_length"])
     n = args.new_tokens
-    enc, _, _ = predict.encode_items(tok, items, seq, n, "truncate")
+    enc, _, _ = inference.encode_items(tok, items, seq, n, "truncate")
     prompts = [enc[it.id] for it in items]
-    seq_run = predict.fit_seq_length(cfg, prompts, n, args.seq_length)
-    net = predict.load_network(cfg, args.checkpoint, None)
+    seq_run = inference.fit_seq_length(cfg, prompts, n, args.seq_length)
+    net = inference.load_network(cfg, args.checkpoint, None)
     warm = {}
     for bs in sizes:
         t0 = time.perf_counter()

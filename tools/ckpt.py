@@ -42,6 +42,8 @@ from lorakit.ckpt_io import (
 )
 from lorakit.config import load_config
 from lorakit.io import KitError, run_main, write_json
+from lorakit.layout import rank_folder
+from lorakit.records import LoraSpec
 from lorakit.runrecord import CKPT_RE, STOCK_CKPT_RE
 
 PROG = "ckpt"
@@ -248,11 +250,11 @@ def cmd_merge(args):
             try:
                 stage = os.path.join(work, "src")
                 for rank, f in files.items():
-                    os.makedirs(os.path.join(stage, "rank_%d" % rank))
-                    os.symlink(os.path.abspath(f), os.path.join(stage, "rank_%d" % rank, os.path.basename(f)))
+                    os.makedirs(os.path.join(stage, rank_folder(rank)))
+                    os.symlink(os.path.abspath(f), os.path.join(stage, rank_folder(rank), os.path.basename(f)))
                 dst = os.path.join(work, "dst")
                 ms.transform_checkpoints(stage, dst, "merged", strategy, None)
-                merged = os.path.join(dst, "rank_0", "merged0.ckpt")
+                merged = os.path.join(dst, rank_folder(0), "merged0.ckpt")
                 if not os.path.isfile(merged):
                     raise KitError("mindspore.transform_checkpoints wrote no %s" % merged)
                 if args.keep_state or not any(is_state_tensor(n) for n in ckpt_index(merged)):
@@ -365,15 +367,11 @@ def cmd_extract(args):
     closed = params.count_from_config(cfg)
     dims = collections.OrderedDict((k, mc.get(k)) for k in ("hidden_size", "num_layers", "num_heads", "n_kv_heads",
                                                            "intermediate_size", "vocab_size"))
-    adapter_cfg = collections.OrderedDict([
-        ("format", ADAPTER_FORMAT),
-        ("pet_type", "lora"),
-        ("lora_rank", rank),
-        ("lora_alpha", alpha),
-        ("scaling", float(alpha) / rank),
-        ("lora_dropout", pet.get("lora_dropout")),
-        ("target_modules", pet.get("target_modules")),
-        ("exclude_layers", pet.get("exclude_layers")),
+    spec = LoraSpec.from_pet_config(pet)
+    spec.rank = rank
+    adapter_cfg = collections.OrderedDict([("format", ADAPTER_FORMAT)])
+    adapter_cfg.update(spec.adapter_fields())
+    adapter_cfg.update([
         ("trainable_params", sum(params.numel(t["shape"]) for t in tensors)),
         ("base_model", collections.OrderedDict([
             ("name", cfg.get("trainer", {}).get("model_name")),

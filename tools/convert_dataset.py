@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lorakit.io import KitError, atomic_open, file_fingerprint, iter_jsonl, run_main, write_json
+from lorakit.layout import DATA
 
 PCTS = (50, 90, 95, 99, 100)
 BATCH = 8192
@@ -784,7 +785,7 @@ def cmd_convert(args):
     report = Report()
     report.data.update(command="convert", input=str(args.input), recipe=args.recipe, seed=args.seed,
                        input_fingerprint=file_fingerprint(args.input))
-    conv_path = out / "conversation.json"
+    conv_path = out / DATA.conversation
 
     def tee(records, conv):
         for r in records:
@@ -793,11 +794,11 @@ def cmd_convert(args):
 
     with ConversationWriter(conv_path) as conv:
         to_mindrecord(tee(front_end(args.input, report, args, not args.no_progress), conv),
-                      out / "train.mindrecord", args, report, not args.no_progress)
+                      out / DATA.mindrecord, args, report, not args.no_progress)
     report.data["conversations_written"] = conv.n
-    report.data["outputs"] = {"conversation": str(conv_path), "mindrecord": str(out / "train.mindrecord"),
-                              "report": str(out / "data_report.json")}
-    data = write_reports(report, out / "data_report", args.seq_length)
+    report.data["outputs"] = {"conversation": str(conv_path), "mindrecord": str(out / DATA.mindrecord),
+                              "report": str(out / DATA.report)}
+    data = write_reports(report, out / Path(DATA.report).stem, args.seq_length)
     return _finish(args, data)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from lorakit import contest
 from lorakit.config import dump_config, get_path, load_config, model_config
 from lorakit.io import KitError, run_main
+from lorakit.layout import TRAIN, rank_folder
 from lorakit.runrecord import (
     fingerprint_inputs,
     finish_record,
@@ -104,7 +105,7 @@ def resolve(args):
             sched["warmup_steps"] = args.steps // 10
             print("finetune: --steps %d: lr_schedule.warmup_steps %d -> %d (the warmup must end inside the run)"
                   % (args.steps, warmup, sched["warmup_steps"]), file=sys.stderr)
-    cfg["output_dir"] = str(run_dir / "output")
+    cfg["output_dir"] = str(run_dir / TRAIN.output)
     cfg["run_mode"] = "finetune"
     mc = model_config(cfg)
     mc["use_past"] = False  # run_llama3.py does the same for train/finetune
@@ -178,9 +179,9 @@ def _rel(path, base):
 
 
 def latest_checkpoint(ckpt_root, rank):
-    found = list_checkpoints(Path(ckpt_root) / ("rank_%d" % rank))
+    found = list_checkpoints(Path(ckpt_root) / rank_folder(rank))
     if not found:
-        raise KitError("--resume: no kit checkpoint in %s" % (Path(ckpt_root) / ("rank_%d" % rank)))
+        raise KitError("--resume: no kit checkpoint in %s" % (Path(ckpt_root) / rank_folder(rank)))
     return found[-1]
 
 
@@ -195,11 +196,11 @@ def resume_point(ckpt_root, rank, world):
         return latest_checkpoint(ckpt_root, rank)
     by_rank = {}
     for r in range(world):
-        by_rank[r] = {step: (epoch, path) for step, epoch, path in list_checkpoints(Path(ckpt_root) / ("rank_%d" % r))}
+        by_rank[r] = {step: (epoch, path) for step, epoch, path in list_checkpoints(Path(ckpt_root) / rank_folder(r))}
         if not by_rank[r]:
             raise KitError("--resume: no kit checkpoint in %s: a %d-rank run resumes only when every rank's folder "
                            "holds its checkpoints (one node, or a shared output disk)"
-                           % (Path(ckpt_root) / ("rank_%d" % r), world))
+                           % (Path(ckpt_root) / rank_folder(r), world))
     common = set.intersection(*(set(steps) for steps in by_rank.values()))
     if not common:
         raise KitError("--resume: the %d ranks share no saved step (%s)" % (world, ", ".join(
@@ -207,7 +208,7 @@ def resume_point(ckpt_root, rank, world):
     step = max(common)
     epoch, own = by_rank[rank][step]
     resume_dir = Path(ckpt_root).parent / "resume" / ("step%06d" % step)
-    link_dir = resume_dir / ("rank_%d" % rank)
+    link_dir = resume_dir / rank_folder(rank)
     link_dir.mkdir(parents=True, exist_ok=True)
     for old in link_dir.iterdir():  # exactly one file: MindFormers takes the newest .ckpt of the folder
         old.unlink()
@@ -246,9 +247,9 @@ def main(argv=None):
         return scheduler_only(cfg)
     out_dir = Path(cfg["output_dir"])
     early_rank = int(os.environ.get("RANK_ID", "0") or 0) if cfg.get("use_parallel") else 0
-    if not args.resume and early_rank == 0 and list_checkpoints(out_dir / "checkpoint" / "rank_0"):
+    if not args.resume and early_rank == 0 and list_checkpoints(out_dir / "checkpoint" / rank_folder(0)):
         raise KitError("%s already holds checkpoints of an earlier run: use --resume or a new --run-dir"
-                       % (out_dir / "checkpoint" / "rank_0"))
+                       % (out_dir / "checkpoint" / rank_folder(0)))
     os.environ["LOCAL_DEFAULT_PATH"] = str(out_dir)  # MindFormers' output root (strategy/, checkpoint/)
     os.environ.setdefault("LOG_MF_PATH", str(out_dir / "log"))
 
@@ -274,7 +275,7 @@ def main(argv=None):
     if out_root != out_dir:
         print("finetune: warning: MindFormers writes to %s, not %s" % (out_root, out_dir), file=sys.stderr)
     ckpt_root = out_root / "checkpoint"
-    rank_dir = ckpt_root / ("rank_%d" % rank)
+    rank_dir = ckpt_root / rank_folder(rank)
     base_ckpt = cfg.get("load_checkpoint") or ""
     load, resume_from = base_ckpt, None
     if args.resume:
@@ -290,11 +291,11 @@ def main(argv=None):
     elif rank == 0 and list_checkpoints(rank_dir):
         raise KitError("%s already holds checkpoints of an earlier run: use --resume or a new --run-dir" % rank_dir)
 
-    record_path = run_dir / "run.json"
+    record_path = run_dir / TRAIN.run_record
     rec = None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
+        dump_config(cfg, run_dir / TRAIN.config)
         print("finetune: fingerprinting inputs ...", file=sys.stderr, flush=True)
         data_path = get_path(cfg, "train_dataset.data_loader.dataset_dir")
         rec = start_record(
@@ -331,14 +332,14 @@ def main(argv=None):
 
     if rank != 0:
         return 0
-    loss_path = run_dir / "loss.jsonl"
+    loss_path = run_dir / TRAIN.loss
     rows = read_loss(loss_path) if loss_path.is_file() else []
     if rows:
-        plot_loss(rows, run_dir / "loss.png", title="%s: loss (rank 0)" % args.config)
+        plot_loss(rows, run_dir / TRAIN.loss_png, title="%s: loss (rank 0)" % args.config)
     # rank 0's saves; every rank_<r> folder holds the same steps (other ranks may still be renaming their last)
     ckpts = [{"rank": 0, "step": s, "epoch": e, "file": _rel(p, run_dir)} for s, e, p in list_checkpoints(rank_dir)]
     finish_record(record_path, dict(rec, params=counts), status="finished", loss=loss_summary(rows),
-                  checkpoints=ckpts, checkpoint_dirs=[_rel(ckpt_root / ("rank_%d" % r), run_dir) for r in range(world)],
+                  checkpoints=ckpts, checkpoint_dirs=[_rel(ckpt_root / rank_folder(r), run_dir) for r in range(world)],
                   wall_s=round(time.time() - t0, 1),
                   output_root=_rel(out_root, run_dir),
                   strategy_dir=_rel(out_root / "strategy", run_dir) if (out_root / "strategy").is_dir() else None)

@@ -6,12 +6,16 @@ the math and SQuAD reports with their raw predictions and gold files, the loss a
 the MindFormers patches; writes a filled REPORT.md (the contest's report template) and manifest.json (files
 with bytes and sha256; see submission/schema/manifest.schema.json); then zips it.
 
-Every input is checked first and all missing ones are listed at once before anything is written. The folder is
-staged in a temporary directory inside the output folder, checked with tools/verify.py, and only then renamed
-into place (an existing submission/<team>/ is replaced in one rename). Absolute paths are rewritten (kit paths
-become relative, outside files keep their base name) and a submission that would still contain one is refused.
-The numbers in the manifest are recomputed here from the raw predictions and the weights, with the same library
-code verify.py uses, and must agree with the run's own reports.
+Four phases, nothing published before the last check:
+  collect     every input the layout (lorakit.layout) names, all missing ones listed at once, records read and
+              cross-checked (finished run, adapter config = train config, patches = the training run's, one
+              tokenizer for training data and predictions)
+  recompute   the numbers from the raw predictions and the weights (lorakit.recompute: the code verify checks
+              them with), which must agree with the run's own reports
+  stage       the files copied into a temporary folder inside the output folder, absolute paths rewritten (kit
+              paths become relative, outside files keep their base name); one that would remain is refused
+  manifest    manifest.json and REPORT.md; the staged folder is verified (lorakit.checks, verify's checks) and
+              only then renamed into place (an existing submission/<team>/ is replaced in one rename)
 
   package.py --team demo --run runs/tiny
   package.py --team acme --run runs/llama3-8b --weights-url https://example.org/acme-adapter.zip --notes notes.md
@@ -22,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -30,42 +35,17 @@ from pathlib import Path
 from string import Template
 
 from lorakit import __version__ as KIT_VERSION
+from lorakit import checks, contest, recompute
 from lorakit import manifest as mf
-from lorakit.io import KitError, file_fingerprint, iter_jsonl, read_json, run_main, sha256_file, write_json
+from lorakit.io import KitError, iter_jsonl, read_json, run_main, sha256_file, write_json
+from lorakit.layout import EVAL_CONFIG_CANDIDATES, LOG_DIRS, LOG_GLOBS, RUN, packaged_files
+from lorakit.layout import SUBMISSION as S
 from lorakit.patches import fingerprints, kit_series
 from lorakit.paths import REPO, RUNS
+from lorakit.records import DataReport, LoraSpec, PredictRecord, RunRecord, tokenizer_mismatch
 
 TEMPLATE = REPO / "submission" / "REPORT.template.md"
-TOOLS = Path(__file__).resolve().parent
-
-# (source relative to RUN, destination in the submission, required)
-RUN_FILES = [
-    ("adapter/adapter.ckpt", "adapter/adapter.ckpt", True),
-    ("adapter/adapter_config.json", "adapter/adapter_config.json", True),
-    ("train/config.yaml", "config/train.yaml", True),
-    ("train/run.json", "train/run.json", True),
-    ("train/loss.jsonl", "train/loss.jsonl", True),
-    ("train/loss.png", "train/loss.png", True),
-    ("eval/predictions.jsonl", "eval/predictions.jsonl", True),
-    ("eval/math_report.json", "eval/math_report.json", True),
-    ("eval/math_report.md", "eval/math_report.md", True),
-    ("eval/math_report.png", "eval/math_report.png", True),
-    ("eval/squad_predictions.jsonl", "eval/squad_predictions.jsonl", True),
-    ("eval/squad_report.json", "eval/squad_report.json", True),
-    ("eval/squad_report.md", "eval/squad_report.md", True),
-    ("eval/params.json", "eval/params.json", True),
-    ("eval/predictions.jsonl.run.json", "eval/predictions.jsonl.run.json", False),
-    ("eval/squad_predictions.jsonl.run.json", "eval/squad_predictions.jsonl.run.json", False),
-    ("data/data_report.json", "data/data_report.json", False),
-    ("data/data_report.md", "data/data_report.md", False),
-    ("data/data_report.png", "data/data_report.png", False),
-]
-EVAL_CONFIG_CANDIDATES = ("eval/config.yaml", "eval/predict_config.yaml", "eval/eval.yaml")
-LOG_DIRS = ("train/logs", "train/log", "eval/logs", "data/logs")
-LOG_GLOBS = ("train/*.log", "eval/*.log", "data/*.log", "train/output/log/**/*.log", "train/output/msrun_log/*.log")
 MAX_LOG_BYTES = 64 << 20
-BASE_IN_SUBMISSION = "base/base.ckpt"
-TOKENIZER_IN_SUBMISSION = "tokenizer/tiny.tiktoken"
 MAX_PACKAGED_BASE_PARAMS = 50 * 1000 * 1000  # a random-init base is packaged only for small (tiny) models
 
 
@@ -98,6 +78,7 @@ def dist_version(name):
 
 
 def environment(run_record):
+    """This machine's library versions, plus the ones the training run recorded."""
     env = {"python": platform.python_version(), "mindspore": dist_version("mindspore"),
            "mindformers": dist_version("mindformers"), "numpy": dist_version("numpy"),
            "platform": "%s %s" % (platform.system(), platform.machine())}
@@ -105,28 +86,15 @@ def environment(run_record):
         v = dist_version(key)
         if v:
             env[key] = v
-    trained = run_record.get("versions") or run_record.get("environment") if isinstance(run_record, dict) else None
-    if isinstance(trained, dict):
+    trained = run_record.versions
+    if trained is not None:
         env["training"] = {str(k): (v if isinstance(v, (str, type(None))) else json.dumps(v))
                            for k, v in trained.items()}
     return env
 
 
-def check_training_patches(run, patch_files):
-    """The patches packaged must be the ones the training run applied (run.json records name + sha256)."""
-    rec = read_json(run / "train/run.json") if (run / "train/run.json").is_file() else {}
-    trained = (rec.get("patches") or {}).get("patches") if isinstance(rec.get("patches"), dict) else None
-    if not trained:
-        return
-    now = fingerprints(patch_files)
-    was = [{"name": t.get("name"), "sha256": t.get("sha256")} for t in trained if isinstance(t, dict)]
-    if now != was:
-        raise KitError("mindformers_patches/ changed since the training run (run.json lists %s; the kit has %s): "
-                       "retrain, or package from a checkout with the run's patches"
-                       % ([w["name"] for w in was], [n["name"] for n in now]))
-
-
 def find_logs(run):
+    """The run's log files (layout.LOG_DIRS, LOG_GLOBS) small enough to package."""
     out = []
     for d in LOG_DIRS:
         base = run / d
@@ -158,7 +126,151 @@ def resolve_input(value, run, label):
     return None
 
 
-# ---------------------------------------------------------------- the numbers
+# ---------------------------------------------------------------- 1. collect
+
+class Inputs:
+    """What the collect phase found: paths, records and configs of one run."""
+
+
+def collect(args, run):
+    """Every input of a run, all missing ones at once; the records read and cross-checked -> Inputs."""
+    import yaml
+
+    from lorakit import ckpt_io
+
+    inp = Inputs()
+    inp.run = run
+    missing = [str(run / src) for src, _dst, required in packaged_files() if required and not (run / src).is_file()]
+    inp.eval_cfg_src = next((run / c for c in EVAL_CONFIG_CANDIDATES if (run / c).is_file()), None)
+    if inp.eval_cfg_src is None and not args.eval_config and not (run / RUN.predict_record).is_file():
+        missing.append("%s (or --eval-config FILE, or the predict record %s)"
+                       % (" | ".join(str(run / c) for c in EVAL_CONFIG_CANDIDATES), RUN.predict_record))
+    elif args.eval_config:
+        inp.eval_cfg_src = Path(args.eval_config)
+        if not inp.eval_cfg_src.is_file():
+            missing.append(str(inp.eval_cfg_src))
+    inp.math_rep = read_json(run / RUN.math_report) if (run / RUN.math_report).is_file() else {}
+    inp.squad_rep = read_json(run / RUN.squad_report) if (run / RUN.squad_report).is_file() else {}
+    inp.gold = Path(args.gold) if args.gold else resolve_input(inp.math_rep.get("gold"), run, "gold")
+    if inp.gold is None or not inp.gold.is_file():
+        missing.append("math gold test file (%s; pass --gold FILE)" % (args.gold or inp.math_rep.get("gold") or
+                                                                      "not named in %s" % RUN.math_report))
+    inp.records_name = args.squad_records or inp.squad_rep.get("records")
+    inp.records = Path(args.squad_records) if args.squad_records else resolve_input(inp.records_name, run, "squad")
+    if inp.records is None or not inp.records.is_file():
+        missing.append("SQuAD eval records (%s; pass --squad-records FILE)" % (inp.records_name or "not named in "
+                                                                                "%s" % RUN.squad_report))
+    inp.series_file, inp.patch_files = kit_series()
+    missing += [str(p) for _, p in inp.patch_files if not p.is_file()]
+    if not missing:
+        check_training_patches(run, inp.patch_files)
+    if not TEMPLATE.is_file():
+        missing.append(str(TEMPLATE))
+    inp.notes = None
+    if args.notes:
+        if not Path(args.notes).is_file():
+            missing.append(args.notes)
+        else:
+            inp.notes = Path(args.notes).read_text(encoding="utf-8").strip()
+    if missing:
+        raise KitError("missing inputs, nothing written:\n  " + "\n  ".join(missing))
+
+    inp.run_record = RunRecord.read(run / RUN.run_record)
+    if not inp.run_record.finished:
+        raise KitError("%s: status %r: the training run did not finish" % (run / RUN.run_record,
+                                                                          inp.run_record.status))
+    inp.data_report = DataReport.read(run / RUN.data_report) if (run / RUN.data_report).is_file() else DataReport()
+    inp.predict_record = (PredictRecord.read(run / RUN.predict_record) if (run / RUN.predict_record).is_file()
+                          else PredictRecord())
+    inp.adapter_cfg = ckpt_io.read_adapter_config(run / RUN.adapter_config)
+    errors = mf.schema_errors(inp.adapter_cfg, mf.load_schema(mf.SCHEMA_DIR / mf.ADAPTER_SCHEMA_NAME))
+    if errors:
+        raise KitError("%s: not a valid adapter config: %s" % (run / RUN.adapter_config, "; ".join(errors[:3])))
+    with open(str(run / RUN.train_config), encoding="utf-8") as fh:
+        inp.train_cfg = yaml.safe_load(fh)
+    if inp.eval_cfg_src is not None:
+        with open(str(inp.eval_cfg_src), encoding="utf-8") as fh:
+            inp.eval_cfg = yaml.safe_load(fh)
+    else:
+        inp.eval_cfg = eval_config_from_record(inp.predict_record, run)
+    inp.mc = inp.train_cfg["model"]["model_config"]
+    inp.pet = inp.mc.get("pet_config")
+    if not isinstance(inp.pet, dict):
+        raise KitError("%s: no model.model_config.pet_config (not a LoRA run)" % (run / RUN.train_config))
+    av, pv = LoraSpec.from_pet_config(inp.adapter_cfg).view(), LoraSpec.from_pet_config(inp.pet).view()
+    diff = [k for k in av if av[k] is not None and av[k] != pv[k]]
+    if diff:
+        raise KitError("%s and %s disagree on %s" % (Path(RUN.adapter_config).name, RUN.train_config,
+                                                     ", ".join(diff)))
+    inp.tokenizer_source = packaged_tokenizer_source(inp.predict_record)
+    why = tokenizer_mismatch(inp.data_report, inp.predict_record)
+    if why:
+        raise KitError(why)
+    return inp
+
+
+def check_training_patches(run, patch_files):
+    """The patches packaged must be the ones the training run applied (run.json records name + sha256)."""
+    trained = RunRecord.read(run / RUN.run_record).trained_patches if (run / RUN.run_record).is_file() else None
+    if not trained:
+        return
+    now = fingerprints(patch_files)
+    was = [{"name": n, "sha256": h} for n, h in trained]
+    if now != was:
+        raise KitError("mindformers_patches/ changed since the training run (run.json lists %s; the kit has %s): "
+                       "retrain, or package from a checkout with the run's patches"
+                       % ([w["name"] for w in was], [n["name"] for n in now]))
+
+
+def eval_config_from_record(rec, run):
+    """The config predict.py ran with, rebuilt from its run record by the code predict.py resolves it with."""
+    from lorakit.inference import resolve_config
+
+    cfg, _info = resolve_config(rec.config or "tiny", rec.overrides, batch_size=int(rec.get("batch_size") or 1),
+                                max_new_tokens=rec.get("max_new_tokens"), min_new_tokens=rec.get("min_new_tokens"),
+                                adapter=str(run / RUN.adapter_dir) if rec.adapter else None,
+                                no_pet=not rec.adapter and rec.no_pet)
+    return cfg
+
+
+def packaged_tokenizer_source(predict_record):
+    """The kit-built tiny tokenizer the predictions were made with (packaged so --rerun can use the very same
+    file); None for a real tokenizer file (public, the judge has it). Refuses when the kit's tiny tokenizer has
+    changed since predict.py ran: the predictions would not be reproducible."""
+    if predict_record.tokenizer != "tiny":
+        return None
+    from lorakit.tokenizer import tiny_tokenizer_path
+
+    path = tiny_tokenizer_path()
+    want = predict_record.tokenizer_sha256
+    if want and sha256_file(path) != want:
+        raise KitError("the kit's tiny tokenizer changed since the predictions were made (sha256 %s... in %s, "
+                       "%s... now): re-run make eval" % (want[:12], RUN.predict_record, sha256_file(path)[:12]))
+    return path
+
+
+def packaged_base_source(args, adapter_cfg, params):
+    """The training checkpoint to cut the frozen base weights from, when the run started from random weights
+    (tiny profile): without them the adapter cannot be re-run. None when the base is a public checkpoint."""
+    base = adapter_cfg.get("base_model") if isinstance(adapter_cfg.get("base_model"), dict) else {}
+    if base.get("checkpoint") or args.no_base:
+        return None
+    if params["total"] > MAX_PACKAGED_BASE_PARAMS:
+        raise KitError("the run started from random weights and its base has %d parameters: too big to package "
+                       "(pass --no-base to leave it out)" % params["total"])
+    src = adapter_cfg.get("source_checkpoint") if isinstance(adapter_cfg.get("source_checkpoint"), dict) else {}
+    path = Path(str(src.get("path") or ""))
+    if not src.get("path") or not path.is_file():
+        raise KitError("missing inputs, nothing written:\n  %s (the training checkpoint adapter_config.json names as "
+                       "source_checkpoint; its frozen random-init base goes into the submission, or pass --no-base)"
+                       % (src.get("path") or "source_checkpoint"))
+    if src.get("sha256") and sha256_file(path) != src["sha256"]:
+        raise KitError("%s changed since the adapter was extracted from it (sha256 differs from adapter_config.json)"
+                       % path)
+    return path
+
+
+# ---------------------------------------------------------------- 2. recompute
 
 def rows_of(path):
     rows, lines = [], []
@@ -168,62 +280,196 @@ def rows_of(path):
     return rows, lines
 
 
-def math_metrics(gold_path, pred_path, run_report):
-    from lorakit.contest import HEADLINE_POLICY
+def recompute_numbers(args, inp):
+    """params, math, squad and score sections from the weights and the raw predictions (lorakit.recompute); the
+    run's own reports must agree. Sets inp.expected, inp.params, inp.math, inp.squad, inp.score."""
     from lorakit.math_metrics import DEFAULT_TOLERANCE, score_predictions
+    from lorakit.params import lora_param_table
+    from lorakit.squad_metrics import score_squad
 
-    tol = float((run_report.get("tolerance") or {}).get("relative", DEFAULT_TOLERANCE))
-    gold, gl = rows_of(gold_path)
-    pred, pl = rows_of(pred_path)
-    rep = score_predictions(gold, pred, tolerance=tol, gold_lines=gl, pred_lines=pl,
-                            gold_name=str(gold_path), pred_name=str(pred_path))
-    for pol, got in rep["policies"].items():
-        claimed = (run_report.get("policies") or {}).get(pol, {})
+    run = inp.run
+    tensors = mf.read_ckpt_safe(run / RUN.adapter)
+    inp.expected = lora_param_table(inp.mc, inp.pet)
+    bad = [n for n in inp.expected if n not in tensors or tuple(tensors[n].shape) != tuple(inp.expected[n][0])]
+    if bad or set(tensors) - set(inp.expected):
+        raise KitError("adapter.ckpt does not match the config's closed form (e.g. %s)"
+                       % (bad or sorted(set(tensors) - set(inp.expected)))[0])
+    inp.params = mf.count_from_tensors(tensors, inp.mc, inp.pet)
+    inp.base_source = packaged_base_source(args, inp.adapter_cfg, inp.params)
+
+    rep = inp.math_rep
+    tol = float((rep.get("tolerance") or {}).get("relative", DEFAULT_TOLERANCE))
+    gold, gl = rows_of(inp.gold)
+    pred, pl = rows_of(run / RUN.predictions)
+    math_rep = score_predictions(gold, pred, tolerance=tol, gold_lines=gl, pred_lines=pl, gold_name=str(inp.gold),
+                                 pred_name=str(run / RUN.predictions))
+    for pol, got in math_rep["policies"].items():
+        claimed = (rep.get("policies") or {}).get(pol, {})
         if claimed.get("correct") != got["correct"]:
-            raise KitError("eval/math_report.json says %s correct=%s but its predictions score %d against %s: "
-                           "the report is stale, re-run make eval" % (pol, claimed.get("correct"), got["correct"],
-                                                                     gold_path.name))
-    fp = file_fingerprint(gold_path)
-    gold_fp = {"name": gold_path.name, "bytes": fp["bytes"], "sha256": fp["sha256"], "records": rep["total"]}
-    return {
-        "gold": gold_fp,
-        "total": rep["total"],
-        "tolerance": tol,
-        "primary_policy": run_report.get("headline_policy") or HEADLINE_POLICY,
-        "policies": rep["policies"],
-        "families": {f: {"total": s["total"], "policies": s["policies"]} for f, s in rep["families"].items()},
-        "integer_rounded": rep["integer_rounded"],
-    }
+            raise KitError("%s says %s correct=%s but its predictions score %d against %s: the report is stale, "
+                           "re-run make eval" % (RUN.math_report, pol, claimed.get("correct"), got["correct"],
+                                                 inp.gold.name))
+    inp.math = recompute.math_section(math_rep, inp.gold, tol, rep.get("headline_policy") or contest.HEADLINE_POLICY)
 
-
-def squad_metrics(records_path, pred_path, run_report, thresholds=None):
-    from lorakit import squad_metrics as squad_tool  # score_squad: the one implementation squad.py uses too
-
-    recs = list(iter_jsonl(records_path))
-    preds = list(iter_jsonl(pred_path))
-    got = squad_tool.score_squad(recs, preds, str(records_path), str(pred_path))
-    f1, em = float(got["emf1"]["F1"]), float(got["emf1"]["Em"])
-    claimed = run_report.get("emf1") or {}
+    srep = inp.squad_rep
+    squad_rep = score_squad(list(iter_jsonl(inp.records)), list(iter_jsonl(run / RUN.squad_predictions)),
+                            str(inp.records), str(run / RUN.squad_predictions))
+    f1, em = recompute.emf1(squad_rep)
+    claimed = srep.get("emf1") or {}
     for key, value in (("F1", f1), ("Em", em)):
         if claimed.get(key) is not None and abs(float(claimed[key]) - value) > 1e-6:
-            raise KitError("eval/squad_report.json says %s=%s but its predictions score %.6f: the report is stale, "
-                           "re-run squad.py score" % (key, claimed[key], value))
-    gate = run_report.get("gate") if isinstance(run_report.get("gate"), dict) else {}
-    if thresholds:
-        thr = {"f1": float(thresholds[0]), "em": float(thresholds[1])}
+            raise KitError("%s says %s=%s but its predictions score %.6f: the report is stale, re-run squad.py score"
+                           % (RUN.squad_report, key, claimed[key], value))
+    gate = srep.get("gate") if isinstance(srep.get("gate"), dict) else {}
+    if args.squad_thresholds:
+        thr = {"f1": float(args.squad_thresholds[0]), "em": float(args.squad_thresholds[1])}
     elif gate.get("f1_min") is not None and gate.get("em_min") is not None:
         thr = {"f1": float(gate["f1_min"]), "em": float(gate["em_min"])}
     else:
-        thr = {"f1": squad_tool.SQUAD_GATE_F1, "em": squad_tool.SQUAD_GATE_EM}
-    fp = file_fingerprint(records_path)
-    out = {"records": got["total"], "records_file": {"name": records_path.name, "bytes": fp["bytes"],
-                                                     "sha256": fp["sha256"], "records": got["total"]},
-           "metric": "EmF1Metric", "f1": f1, "em": em, "thresholds": thr,
-           "passed": bool(f1 >= thr["f1"] and em >= thr["em"]),
-           "official": {"f1": float(got["squad_v1.1"]["f1"]), "em": float(got["squad_v1.1"]["exact_match"])}}
-    if gate.get("basis"):
-        out["threshold_basis"] = str(gate["basis"])
-    return out
+        thr = {"f1": contest.SQUAD_GATE_F1, "em": contest.SQUAD_GATE_EM}
+    inp.squad = recompute.squad_section(squad_rep, inp.records, thr, gate.get("basis"))
+    inp.score = recompute.score_section(inp.math, inp.params, inp.math["primary_policy"])
+
+
+
+
+# ---------------------------------------------------------------- 3. stage
+
+def stage_files(args, inp, tmp):
+    """The submission's files copied into the (empty) staging folder `tmp`, absolute paths rewritten -> the
+    absolute paths left."""
+    run = inp.run
+    gold, records = inp.gold, inp.records
+    repl = [(str(gold), S.math_gold), (str(records), S.squad_records),
+            (str(run.resolve()) + os.sep, ""), (str(REPO) + os.sep, ""), (str(REPO), "."),
+            (str(Path.home()) + os.sep, "~/")]
+    if args.gold:
+        repl.append((args.gold, S.math_gold))
+    if args.squad_records:
+        repl.append((args.squad_records, S.squad_records))
+    for value in (inp.math_rep.get("gold"), inp.records_name):
+        if value:
+            repl.append((str(value), S.math_gold if value == inp.math_rep.get("gold") else S.squad_records))
+    copies = [(run / s, d) for s, d, req in packaged_files() if req or (run / s).is_file()]
+    eval_cfg_src = inp.eval_cfg_src
+    if eval_cfg_src is None:  # resolved again from predict.py's record, with predict.py's own code
+        from lorakit.config import dump_config
+
+        eval_cfg_src = Path(tempfile.mkdtemp(prefix=".evalcfg-", dir=str(tmp))) / "eval.yaml"
+        dump_config(inp.eval_cfg, eval_cfg_src)
+    copies += [(eval_cfg_src, S.eval_config), (gold, S.math_gold), (records, S.squad_records)]
+    if inp.tokenizer_source is not None:
+        copies.append((inp.tokenizer_source, S.tokenizer))
+    if inp.patch_files:
+        copies.append((inp.series_file, S.series))
+        copies += [(p, S.patches_dir + "/" + n) for n, p in inp.patch_files]
+    for log in find_logs(run):
+        copies.append((log, S.logs_dir + "/" + log.relative_to(run).as_posix().replace("/logs/", "/")
+                       .replace("/log/", "/")))
+    if inp.base_source is not None:
+        mf.extract_base(inp.base_source, tmp / S.base_ckpt)
+    for src, dst in copies:
+        copy_scrubbed(src, tmp / dst, repl)
+    for d in tmp.glob(".evalcfg-*"):
+        shutil.rmtree(str(d), ignore_errors=True)
+    return mf.scan_absolute_paths(tmp, [f["path"] for f in mf.file_entries(tmp)])
+
+
+def copy_scrubbed(src, target, repl):
+    """Copy src to target; JSON, YAML and text files with the absolute paths of `repl` rewritten."""
+    import yaml
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    dst = target.name
+    if dst.endswith(".json"):
+        write_json(target, mf.scrub_json(read_json(src), repl))
+    elif dst.endswith((".yaml", ".yml")):  # rewritten as data, so the YAML stays valid
+        with open(str(src), encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        with open(str(target), "w", encoding="utf-8") as fh:
+            yaml.safe_dump(mf.scrub_json(data, repl), fh, sort_keys=False, allow_unicode=True,
+                           default_flow_style=False)
+    elif mf.is_text_name(str(target)):
+        text = Path(src).read_bytes().decode("utf-8", "replace")
+        with open(str(target), "w", encoding="utf-8", newline="") as fh:  # write_text(newline=) is 3.10+
+            fh.write(mf.scrub_text(text, repl))
+    else:
+        shutil.copyfile(str(src), str(target))
+
+
+
+
+# ---------------------------------------------------------------- 4. manifest
+
+def write_manifest(args, inp, tmp, leftovers):
+    """manifest.json and REPORT.md into the staged folder (refused when absolute paths would remain) -> manifest."""
+    files_so_far = mf.file_entries(tmp)
+    adapter_cfg = inp.adapter_cfg
+    ckpt_fp = adapter_cfg.get("base_model", {}).get("checkpoint") if isinstance(adapter_cfg.get("base_model"),
+                                                                                dict) else None
+    base_ckpt = None
+    if isinstance(ckpt_fp, dict) and (ckpt_fp.get("sha256") or ckpt_fp.get("bytes")):
+        base_ckpt = {"name": Path(str(ckpt_fp.get("path") or ckpt_fp.get("name") or "base.ckpt")).name,
+                     "bytes": int(ckpt_fp.get("bytes") or 0), "sha256": ckpt_fp.get("sha256")}
+        if ckpt_fp.get("note"):
+            base_ckpt["note"] = str(ckpt_fp["note"])
+    groups = {}
+    for name in inp.expected:
+        if name.endswith("_a"):
+            cell = name.rsplit(".", 1)[0]
+            shape_a, shape_b = inp.expected[name][0], inp.expected[cell + ".mindpet_delta_lora_b"][0]
+            groups.setdefault((int(shape_a[1]), int(shape_b[0])), []).append(cell)
+    mc = inp.mc
+    manifest = {
+        "schema_version": mf.SCHEMA_VERSION,
+        "team": args.team,
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace(
+            "+00:00", "Z"),
+        "kit": kit_info(),
+        "profile": run_profile(inp.run_record, args.profile),
+        "base_model": {"name": str((adapter_cfg.get("base_model") or {}).get("name") or
+                                   inp.train_cfg.get("trainer", {}).get("model_name") or "llama3"),
+                       "checkpoint": base_ckpt,
+                       "packaged": S.base_ckpt if inp.base_source is not None else None},
+        "model": {k: int(mc[k]) for k in ("hidden_size", "num_layers", "num_heads", "n_kv_heads",
+                                          "intermediate_size", "vocab_size") if mc.get(k) is not None},
+        "lora": LoraSpec.from_pet_config(inp.pet).to_manifest(),
+        "params": {k: v for k, v in inp.params.items() if k != "source"},
+        "data": data_section(inp.run_record, inp.data_report),
+        "metrics": {"math": inp.math, "squad": inp.squad, "score": inp.score},
+        "environment": environment(inp.run_record),
+        "patches": {"series": [n for n, _ in inp.patch_files],
+                    "files": [f for f in files_so_far if f["path"].startswith(S.patches_dir + "/")
+                              and f["path"] != S.series]},
+        "files": [],
+    }
+    ctx = {"manifest": manifest, "matrix_groups": groups, "hyper_table": hyper_table(inp.train_cfg),
+           "inference": inference_text(inp.eval_cfg, inp.math_rep, inp.predict_record, inp.data_report),
+           "files_so_far": files_so_far, "adapter_fp": next(f for f in files_so_far if f["path"] == S.adapter),
+           "weights_url": args.weights_url}
+    report = fill_report(ctx, inp.notes)
+    leftovers = list(leftovers) + ["%s: %s" % (S.report, s) for s in mf.find_absolute_paths(report)]
+    if leftovers:
+        raise KitError("absolute paths would remain in the submission (nothing written): %s" % "; ".join(leftovers[:8]))
+    (tmp / S.report).write_text(report, encoding="utf-8")
+    manifest["files"] = mf.file_entries(tmp)
+    errors = mf.schema_errors(manifest)
+    if errors:
+        raise KitError("the manifest would not validate: %s" % "; ".join(errors[:5]))
+    write_json(tmp / S.manifest, manifest)
+    return manifest
+
+
+def self_verify(tmp, manifest):
+    """verify's checks on the staged folder with the team's own gate and policy (a judge applies the contest's
+    thresholds, or theirs, when verifying); a failure publishes nothing."""
+    thr = manifest["metrics"]["squad"]["thresholds"]
+    options = checks.Options(squad_thresholds=(float(thr["f1"]), float(thr["em"])),
+                             policy=manifest["metrics"]["score"]["policy"])
+    results = checks.verify_submission(tmp, options)
+    fails = ["%s: %s" % (r.name, r.detail) for r in results if r.status == "FAIL"]
+    if fails:
+        raise KitError("the staged submission does not verify (nothing published): %s" % " | ".join(fails))
 
 
 # ---------------------------------------------------------------- REPORT.md
@@ -282,7 +528,7 @@ def fill_report(ctx, notes):
             len(cells) * lora["rank"] * (din + dout)))
     env_rows = ["| %s | %s |" % (k, md_escape(v)) for k, v in flat_items(m["environment"])]
     patches = m["patches"]["series"]
-    patch_list = "\n".join("- `patches/%s`" % p for p in patches) or "- none"
+    patch_list = "\n".join("- `%s/%s`" % (S.patches_dir, p) for p in patches) or "- none"
     thr = squad["thresholds"]
     squad_section = "\n".join([
         "| metric | after fine-tuning | threshold | |", "|---|---:|---:|---|",
@@ -304,7 +550,7 @@ def fill_report(ctx, notes):
         "team": m["team"], "kit_version": m["kit"]["version"], "kit_commit": m["kit"]["commit"] or "unknown",
         "created": m["created"], "score_policy": pol, "accuracy_pct": "%.2f" % (100 * score["accuracy"]),
         "correct": math["policies"][pol]["correct"], "math_total": math["total"],
-        "score_ratio": "%.9g" % score["ratio"], "score": "%.6f" % score["value"],
+        "score_ratio": contest.ratio_text(score["ratio"]), "score": "%.6f" % score["value"],
         "squad_f1": "%.4f" % squad["f1"], "squad_em": "%.4f" % squad["em"], "squad_f1_thr": "%.4f" % thr["f1"],
         "squad_em_thr": "%.4f" % thr["em"], "squad_gate": "passed" if squad["passed"] else "NOT passed",
         "base_model": m["base_model"]["name"], "profile": m["profile"], "lora_rank": lora["rank"],
@@ -318,30 +564,17 @@ def fill_report(ctx, notes):
         "weights_link": ctx["weights_url"] or "the adapter is inside this submission (no external link given)",
         "env_table": "\n".join(env_rows), "patch_list": patch_list, "squad_section": squad_section,
         "inference_section": inference, "family_table": "\n".join(fam_rows),
-        "gold_desc": "`eval/math_gold.jsonl` (%s, %d records, sha256 `%s`)" % (
-            math["gold"]["name"], math["total"], math["gold"]["sha256"]),
+        "gold_desc": "`%s` (%s, %d records, sha256 `%s`)" % (
+            S.math_gold, math["gold"]["name"], math["total"], math["gold"]["sha256"]),
         "ratio_table": "\n".join(ratio_rows), "trainable": params["trainable"], "total": params["total"],
-        "contest_denominator": "%.6g" % params["contest_denominator"],
-        "ratio_contest": "%.9g" % params["ratio_contest"], "ratio_exact": "%.9g" % params["ratio_exact"],
+        "contest_denominator": contest.CONTEST_DENOMINATOR_TEXT,
+        "ratio_contest": contest.ratio_text(params["ratio_contest"]), "ratio_exact": contest.ratio_text(params["ratio_exact"]),
         "file_table": "\n".join(files),
     }
     try:
         return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
     except (KeyError, ValueError) as exc:
         raise KitError("%s: placeholder %s has no value" % (TEMPLATE, exc)) from None
-
-
-def eval_config_from_record(rec, run):
-    """The config predict.py ran with, rebuilt by predict.resolve_config from its run record (no eval yaml saved)."""
-    import predict
-
-    ns = argparse.Namespace(config=rec.get("config") or "tiny", set=list(rec.get("overrides") or []),
-                            max_new_tokens=rec.get("max_new_tokens"), token_report=None,
-                            min_new_tokens=rec.get("min_new_tokens"), batch_size=int(rec.get("batch_size") or 1),
-                            adapter=str(run / "adapter") if rec.get("adapter") else None,
-                            no_pet=not rec.get("adapter") and rec.get("no_pet", False))
-    cfg, _info = predict.resolve_config(ns)
-    return cfg
 
 
 def inference_text(eval_cfg, run_report, predict_record, data_report):
@@ -351,7 +584,7 @@ def inference_text(eval_cfg, run_report, predict_record, data_report):
     lines = ["- decoding: greedy (do_sample %s, top_k %s), max_new_tokens %s, min_new_tokens %s, batch %s" % (
         mc.get("do_sample"), mc.get("top_k"), mc.get("max_new_tokens"), mc.get("min_new_tokens"),
         mc.get("batch_size"))]
-    train_t, infer_t = data_report.get("template"), predict_record.get("template")
+    train_t, infer_t = data_report.template, predict_record.template
     if train_t and infer_t:
         lines.append("- prompt template: `%s` in training, `%s` at inference%s; the echoed prompt is removed from "
                      "every completion" % (train_t, infer_t, "" if train_t == infer_t else " (**they differ**)"))
@@ -366,258 +599,9 @@ def inference_text(eval_cfg, run_report, predict_record, data_report):
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- build
-
-def stage(args, run, out_dir):
-    import yaml
-
-    from lorakit import ckpt_io
-    from lorakit.params import lora_param_table
-
-    # 1. every input, all missing ones at once
-    missing = []
-    for src, _dst, required in RUN_FILES:
-        if required and not (run / src).is_file():
-            missing.append(str(run / src))
-    eval_cfg_src = next((run / c for c in EVAL_CONFIG_CANDIDATES if (run / c).is_file()), None)
-    if eval_cfg_src is None and not args.eval_config and not (run / "eval/predictions.jsonl.run.json").is_file():
-        missing.append("%s (or --eval-config FILE, or the predict record eval/predictions.jsonl.run.json)"
-                       % " | ".join(str(run / c) for c in EVAL_CONFIG_CANDIDATES))
-    elif args.eval_config:
-        eval_cfg_src = Path(args.eval_config)
-        if not eval_cfg_src.is_file():
-            missing.append(str(eval_cfg_src))
-    math_rep = squad_rep = {}
-    if (run / "eval/math_report.json").is_file():
-        math_rep = read_json(run / "eval/math_report.json")
-    if (run / "eval/squad_report.json").is_file():
-        squad_rep = read_json(run / "eval/squad_report.json")
-    gold = Path(args.gold) if args.gold else resolve_input(math_rep.get("gold"), run, "gold")
-    if gold is None or not gold.is_file():
-        missing.append("math gold test file (%s; pass --gold FILE)" % (args.gold or math_rep.get("gold") or
-                                                                      "not named in eval/math_report.json"))
-    rec_name = args.squad_records or squad_rep.get("records")
-    records = Path(args.squad_records) if args.squad_records else resolve_input(rec_name, run, "squad")
-    if records is None or not records.is_file():
-        missing.append("SQuAD eval records (%s; pass --squad-records FILE)" % (rec_name or "not named in "
-                                                                                "eval/squad_report.json"))
-    series_file, patch_files = kit_series()
-    series = [n for n, _ in patch_files]
-    missing += [str(p) for _, p in patch_files if not p.is_file()]
-    if not missing:
-        check_training_patches(run, patch_files)
-    if not TEMPLATE.is_file():
-        missing.append(str(TEMPLATE))
-    notes = None
-    if args.notes:
-        if not Path(args.notes).is_file():
-            missing.append(args.notes)
-        else:
-            notes = Path(args.notes).read_text(encoding="utf-8").strip()
-    if missing:
-        raise KitError("missing inputs, nothing written:\n  " + "\n  ".join(missing))
-
-    # 2. read and cross-check before writing anything
-    run_record = read_json(run / "train/run.json")
-    if run_record.get("status") not in (None, "finished"):
-        raise KitError("%s: status %r: the training run did not finish" % (run / "train/run.json",
-                                                                          run_record.get("status")))
-    data_report = read_json(run / "data/data_report.json") if (run / "data/data_report.json").is_file() else {}
-    rec_path = run / "eval/predictions.jsonl.run.json"
-    predict_record = read_json(rec_path) if rec_path.is_file() else {}
-    adapter_cfg = ckpt_io.read_adapter_config(run / "adapter/adapter_config.json")
-    errors = mf.schema_errors(adapter_cfg, mf.load_schema(mf.SCHEMA_DIR / mf.ADAPTER_SCHEMA_NAME))
-    if errors:
-        raise KitError("%s: not a valid adapter config: %s" % (run / "adapter/adapter_config.json", "; ".join(errors[:3])))
-    with open(str(run / "train/config.yaml"), encoding="utf-8") as fh:
-        train_cfg = yaml.safe_load(fh)
-    if eval_cfg_src is not None:
-        with open(str(eval_cfg_src), encoding="utf-8") as fh:
-            eval_cfg = yaml.safe_load(fh)
-    else:
-        eval_cfg = eval_config_from_record(read_json(run / "eval/predictions.jsonl.run.json"), run)
-    mc = train_cfg["model"]["model_config"]
-    pet = mc.get("pet_config")
-    if not isinstance(pet, dict):
-        raise KitError("%s: no model.model_config.pet_config (not a LoRA run)" % (run / "train/config.yaml"))
-    av, pv = mf.adapter_view(adapter_cfg), mf.adapter_view(pet)
-    diff = [k for k in av if av[k] is not None and av[k] != pv[k]]
-    if diff:
-        raise KitError("adapter_config.json and train/config.yaml disagree on %s" % ", ".join(diff))
-    tensors = mf.read_ckpt_safe(run / "adapter/adapter.ckpt")
-    expected = lora_param_table(mc, pet)
-    bad = [n for n in expected if n not in tensors or tuple(tensors[n].shape) != tuple(expected[n][0])]
-    if bad or set(tensors) - set(expected):
-        raise KitError("adapter.ckpt does not match the config's closed form (e.g. %s)"
-                       % (bad or sorted(set(tensors) - set(expected)))[0])
-    params = mf.count_from_tensors(tensors, mc, pet)
-    base_source = packaged_base_source(args, adapter_cfg, params)
-    tokenizer_source = packaged_tokenizer_source(predict_record)
-    data_tok = (data_report.get("tokenizer") or {}).get("sha256") if isinstance(data_report.get("tokenizer"),
-                                                                                dict) else None
-    if data_tok and predict_record.get("tokenizer_sha256") and data_tok != predict_record["tokenizer_sha256"]:
-        raise KitError("the training data was tokenized with tokenizer sha256 %s... but the predictions were made "
-                       "with %s...: train and inference must use the same tokenizer"
-                       % (data_tok[:12], predict_record["tokenizer_sha256"][:12]))
-    math = math_metrics(gold, run / "eval/predictions.jsonl", math_rep)
-    squad = squad_metrics(records, run / "eval/squad_predictions.jsonl", squad_rep, args.squad_thresholds)
-    from lorakit.contest import score as contest_score
-    from lorakit.contest import score_ratio
-
-    acc = math["policies"][math["primary_policy"]]["accuracy"]
-    ratio = score_ratio(params)
-    score = {"value": contest_score(acc, ratio), "accuracy": acc, "ratio": ratio, "policy": math["primary_policy"],
-             "formula": "(1 - ratio) * 0.3 + accuracy * 0.7"}
-
-    # 3. stage
-    tmp = Path(tempfile.mkdtemp(prefix=".%s.staging-" % args.team, dir=str(out_dir)))
-    repl = [(str(gold), "eval/math_gold.jsonl"), (str(records), "eval/squad_records.jsonl"),
-            (str(run.resolve()) + os.sep, ""), (str(REPO) + os.sep, ""), (str(REPO), "."),
-            (str(Path.home()) + os.sep, "~/")]
-    if args.gold:
-        repl.append((args.gold, "eval/math_gold.jsonl"))
-    if args.squad_records:
-        repl.append((args.squad_records, "eval/squad_records.jsonl"))
-    for value in (math_rep.get("gold"), rec_name):
-        if value:
-            repl.append((str(value), "eval/math_gold.jsonl" if value == math_rep.get("gold")
-                         else "eval/squad_records.jsonl"))
-    copies = [(run / s, d) for s, d, req in RUN_FILES if req or (run / s).is_file()]
-    if eval_cfg_src is None:  # resolved again from predict.py's record, with predict.py's own code
-        from lorakit.config import dump_config
-
-        eval_cfg_src = Path(tempfile.mkdtemp(prefix=".evalcfg-", dir=str(tmp))) / "eval.yaml"
-        dump_config(eval_cfg, eval_cfg_src)
-    copies += [(eval_cfg_src, "config/eval.yaml"), (gold, "eval/math_gold.jsonl"),
-               (records, "eval/squad_records.jsonl")]
-    if tokenizer_source is not None:
-        copies.append((tokenizer_source, TOKENIZER_IN_SUBMISSION))
-    if patch_files:
-        copies.append((series_file, "patches/series"))
-        copies += [(p, "patches/" + n) for n, p in patch_files]
-    for log in find_logs(run):
-        copies.append((log, "logs/" + log.relative_to(run).as_posix().replace("/logs/", "/").replace("/log/", "/")))
-    if base_source is not None:
-        mf.extract_base(base_source, tmp / BASE_IN_SUBMISSION)
-    for src, dst in copies:
-        target = tmp / dst
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if dst.endswith(".json"):
-            write_json(target, mf.scrub_json(read_json(src), repl))
-        elif dst.endswith((".yaml", ".yml")):  # rewritten as data, so the YAML stays valid
-            with open(str(src), encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-            with open(str(target), "w", encoding="utf-8") as fh:
-                yaml.safe_dump(mf.scrub_json(data, repl), fh, sort_keys=False, allow_unicode=True,
-                               default_flow_style=False)
-        elif mf.is_text_name(dst):
-            text = Path(src).read_bytes().decode("utf-8", "replace")
-            with open(str(target), "w", encoding="utf-8", newline="") as fh:  # write_text(newline=) is 3.10+
-                fh.write(mf.scrub_text(text, repl))
-        else:
-            shutil.copyfile(str(src), str(target))
-    for d in tmp.glob(".evalcfg-*"):
-        shutil.rmtree(str(d), ignore_errors=True)
-    files_so_far = mf.file_entries(tmp)
-    leftovers = mf.scan_absolute_paths(tmp, [f["path"] for f in files_so_far])
-    ckpt_fp = adapter_cfg.get("base_model", {}).get("checkpoint") if isinstance(adapter_cfg.get("base_model"),
-                                                                                dict) else None
-    base_ckpt = None
-    if isinstance(ckpt_fp, dict) and (ckpt_fp.get("sha256") or ckpt_fp.get("bytes")):
-        base_ckpt = {"name": Path(str(ckpt_fp.get("path") or ckpt_fp.get("name") or "base.ckpt")).name,
-                     "bytes": int(ckpt_fp.get("bytes") or 0), "sha256": ckpt_fp.get("sha256")}
-        if ckpt_fp.get("note"):
-            base_ckpt["note"] = str(ckpt_fp["note"])
-    groups = {}
-    for name in expected:
-        if name.endswith("_a"):
-            cell = name.rsplit(".", 1)[0]
-            shape_a, shape_b = expected[name][0], expected[cell + ".mindpet_delta_lora_b"][0]
-            groups.setdefault((int(shape_a[1]), int(shape_b[0])), []).append(cell)
-    manifest = {
-        "schema_version": mf.SCHEMA_VERSION,
-        "team": args.team,
-        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace(
-            "+00:00", "Z"),
-        "kit": kit_info(),
-        "profile": run_profile(run_record, args.profile),
-        "base_model": {"name": str((adapter_cfg.get("base_model") or {}).get("name") or
-                                   train_cfg.get("trainer", {}).get("model_name") or "llama3"),
-                       "checkpoint": base_ckpt,
-                       "packaged": BASE_IN_SUBMISSION if base_source is not None else None},
-        "model": {k: int(mc[k]) for k in ("hidden_size", "num_layers", "num_heads", "n_kv_heads",
-                                          "intermediate_size", "vocab_size") if mc.get(k) is not None},
-        "lora": {"pet_type": "lora", "rank": int(pet["lora_rank"]), "alpha": pet["lora_alpha"],
-                 "dropout": pet.get("lora_dropout", 0.0), "target_modules": pet["target_modules"]},
-        "params": {k: v for k, v in params.items() if k != "source"},
-        "data": data_section(run_record, data_report),
-        "metrics": {"math": math, "squad": squad, "score": score},
-        "environment": environment(run_record),
-        "patches": {"series": series, "files": [f for f in files_so_far if f["path"].startswith("patches/")
-                                                and f["path"] != "patches/series"]},
-        "files": [],
-    }
-    ctx = {"manifest": manifest, "matrix_groups": groups, "hyper_table": hyper_table(train_cfg),
-           "inference": inference_text(eval_cfg, math_rep, predict_record, data_report), "files_so_far": files_so_far,
-           "adapter_fp": next(f for f in files_so_far if f["path"] == "adapter/adapter.ckpt"),
-           "weights_url": args.weights_url}
-    report = fill_report(ctx, notes)
-    for s in mf.find_absolute_paths(report):
-        leftovers.append("REPORT.md: %s" % s)
-    if leftovers:
-        shutil.rmtree(str(tmp), ignore_errors=True)
-        raise KitError("absolute paths would remain in the submission (nothing written): %s" % "; ".join(leftovers[:8]))
-    (tmp / "REPORT.md").write_text(report, encoding="utf-8")
-    manifest["files"] = mf.file_entries(tmp)
-    errors = mf.schema_errors(manifest)
-    if errors:
-        shutil.rmtree(str(tmp), ignore_errors=True)
-        raise KitError("the manifest would not validate: %s" % "; ".join(errors[:5]))
-    write_json(tmp / mf.MANIFEST_NAME, manifest)
-    return tmp, manifest
-
-
-def packaged_tokenizer_source(predict_record):
-    """The kit-built tiny tokenizer the predictions were made with (packaged so --rerun can use the very same
-    file); None for a real tokenizer file (public, the judge has it). Refuses when the kit's tiny tokenizer has
-    changed since predict.py ran: the predictions would not be reproducible."""
-    if predict_record.get("tokenizer") != "tiny":
-        return None
-    from lorakit.tokenizer import tiny_tokenizer_path
-
-    path = tiny_tokenizer_path()
-    want = predict_record.get("tokenizer_sha256")
-    if want and sha256_file(path) != want:
-        raise KitError("the kit's tiny tokenizer changed since the predictions were made (sha256 %s... in "
-                       "eval/predictions.jsonl.run.json, %s... now): re-run make eval" % (want[:12],
-                                                                                       sha256_file(path)[:12]))
-    return path
-
-
-def packaged_base_source(args, adapter_cfg, params):
-    """The training checkpoint to cut the frozen base weights from, when the run started from random weights
-    (tiny profile): without them the adapter cannot be re-run. None when the base is a public checkpoint."""
-    base = adapter_cfg.get("base_model") if isinstance(adapter_cfg.get("base_model"), dict) else {}
-    if base.get("checkpoint") or args.no_base:
-        return None
-    if params["total"] > MAX_PACKAGED_BASE_PARAMS:
-        raise KitError("the run started from random weights and its base has %d parameters: too big to package "
-                       "(pass --no-base to leave it out)" % params["total"])
-    src = adapter_cfg.get("source_checkpoint") if isinstance(adapter_cfg.get("source_checkpoint"), dict) else {}
-    path = Path(str(src.get("path") or ""))
-    if not src.get("path") or not path.is_file():
-        raise KitError("missing inputs, nothing written:\n  %s (the training checkpoint adapter_config.json names as "
-                       "source_checkpoint; its frozen random-init base goes into the submission, or pass --no-base)"
-                       % (src.get("path") or "source_checkpoint"))
-    if src.get("sha256") and sha256_file(path) != src["sha256"]:
-        raise KitError("%s changed since the adapter was extracted from it (sha256 differs from adapter_config.json)"
-                       % path)
-    return path
-
-
 def run_profile(run_record, default):
     """The profile name a run was trained with (run.json `config`), else `default`."""
-    name = str(run_record.get("profile") or run_record.get("config") or "")
+    name = run_record.profile
     if name and "/" not in name and "\\" not in name and not name.endswith((".yaml", ".yml")):
         return name
     if name.endswith((".yaml", ".yml")):
@@ -626,23 +610,20 @@ def run_profile(run_record, default):
 
 
 def data_section(run_record, data_report):
-    data = run_record.get("data") if isinstance(run_record.get("data"), dict) else {}
+    """The manifest's `data`: recipe and template (the run record's, else the data report's) and the training
+    data files the run recorded."""
     files = []
-    raw_files = data.get("files") or run_record.get("data_files") or []
-    if isinstance(raw_files, dict):
-        raw_files = [dict(v, path=k) if isinstance(v, dict) else {"path": k, "sha256": v}
-                     for k, v in raw_files.items()]
-    for f in raw_files if isinstance(raw_files, list) else []:
-        if not isinstance(f, dict):
-            continue
+    for f in run_record.data_files:
         name = Path(str(f.get("path") or f.get("name") or "data")).name
         entry = {"name": name, "bytes": int(f.get("bytes") or 0),
                  "sha256": f.get("sha256") if isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64 else None}
         if f.get("note"):
             entry["note"] = str(f["note"])
         files.append(entry)
+
     def pick(key):
-        for src in (data, run_record, data_report, data_report.get("args") or {}, data_report.get("config") or {}):
+        rep = data_report.data
+        for src in (run_record.data_section, run_record.data, rep, rep.get("args") or {}, rep.get("config") or {}):
             if isinstance(src, dict) and isinstance(src.get(key), str):
                 return src[key]
         return None
@@ -689,10 +670,8 @@ def main(argv=None):
     ap.add_argument("--no-base", action="store_true",
                     help="do not package the frozen base of a run trained from random weights (then --rerun "
                          "needs --base-checkpoint)")
-    ap.add_argument("--no-verify", action="store_true", help="skip running tools/verify.py on the staged folder")
+    ap.add_argument("--no-verify", action="store_true", help="skip verifying the staged folder (verify.py's checks, lorakit.checks)")
     args = ap.parse_args(argv)
-    import re
-
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", args.team):
         raise KitError("--team %r: use letters, digits, _ . - (at most 64, not starting with . or -)" % args.team)
     run = Path(args.run) if args.run else RUNS / args.profile
@@ -702,28 +681,21 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / args.team
     zip_path = out_dir / (args.team + ".zip")
-    tmp, manifest = stage(args, run.resolve(), out_dir)
+    inp = collect(args, run.resolve())
+    recompute_numbers(args, inp)
+    tmp = Path(tempfile.mkdtemp(prefix=".%s.staging-" % args.team, dir=str(out_dir)))
     try:
+        leftovers = stage_files(args, inp, tmp)
+        manifest = write_manifest(args, inp, tmp, leftovers)
         if not args.no_verify:
-            # the team's own gate: a judge applies the contest's thresholds (or theirs) when verifying
-            thr = manifest["metrics"]["squad"]["thresholds"]
-            cmd = [sys.executable, str(TOOLS / "verify.py"), str(tmp), "--json", "--squad-thresholds",
-                   repr(float(thr["f1"])), repr(float(thr["em"])), "--policy", manifest["metrics"]["score"]["policy"]]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            try:
-                res = json.loads(proc.stdout)
-            except ValueError:
-                raise KitError("verify.py failed on the staged submission: %s" % (proc.stderr.strip()[-500:])) from None
-            if not res.get("verified"):
-                fails = ["%s: %s" % (c["check"], c["detail"]) for c in res["checks"] if c["status"] == "FAIL"]
-                raise KitError("the staged submission does not verify (nothing published): %s" % " | ".join(fails))
+            self_verify(tmp, manifest)
         publish(tmp, final, zip_path, args.team, not args.no_zip)
     finally:
         if tmp.exists():
             shutil.rmtree(str(tmp), ignore_errors=True)
     sc = manifest["metrics"]["score"]
-    print("submission %s: %d files, score %.6f (accuracy %.4f %s, ratio %.9g)%s%s" % (
-        final, len(manifest["files"]) + 1, sc["value"], sc["accuracy"], sc["policy"], sc["ratio"],
+    print("submission %s: %d files, score %.6f (accuracy %.4f %s, ratio %s)%s%s" % (
+        final, len(manifest["files"]) + 1, sc["value"], sc["accuracy"], sc["policy"], contest.ratio_text(sc["ratio"]),
         "" if args.no_zip else ", zip %s (%d bytes)" % (zip_path, zip_path.stat().st_size),
         "" if args.no_verify else ", verified"))
     return 0

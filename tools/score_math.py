@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lorakit.contest import HEADLINE_POLICY, score_ratio
 from lorakit.io import KitError, atomic_path, iter_jsonl, read_json, run_main, write_json
+from lorakit.layout import MATH_REPORT
 from lorakit.math_metrics import DEFAULT_TOLERANCE, POLICIES, score_predictions
 
 
@@ -140,10 +141,10 @@ def main(argv=None):
     md = render_markdown(rep, args.gold, args.pred)
     if args.out_dir:
         out = Path(args.out_dir)
-        write_json(out / "math_report.json", rep)
-        with atomic_path(out / "math_report.md") as tmp:
+        write_json(out / MATH_REPORT.json, rep)
+        with atomic_path(out / MATH_REPORT.md) as tmp:
             tmp.write_text(md, encoding="utf-8")
-        render_png(rep, out / "math_report.png")
+        render_png(rep, out / MATH_REPORT.png)
     if args.json:
         print(json.dumps(rep, ensure_ascii=False))
     else:

@@ -25,6 +25,7 @@ from lorakit.contest import SQUAD_FRACTION as FRACTION
 from lorakit.contest import SQUAD_GATE_EM as DEFAULT_EM
 from lorakit.contest import SQUAD_GATE_F1 as DEFAULT_F1
 from lorakit.io import KitError, atomic_path, iter_jsonl, read_json, run_main, sha256_file, write_json, write_jsonl
+from lorakit.layout import SQUAD_REPORT
 from lorakit.squad_metrics import score_squad as score
 from lorakit.squad_metrics import squad_gate as gate
 from lorakit.templates import SQUAD as PROMPT
@@ -117,8 +118,8 @@ def cmd_score(args):
     rep.update({"records": str(args.records), "predictions": str(args.pred)})
     if args.out_dir:
         out = Path(args.out_dir)
-        write_json(out / "squad_report.json", rep)
-        with atomic_path(out / "squad_report.md") as tmp:
+        write_json(out / SQUAD_REPORT.json, rep)
+        with atomic_path(out / SQUAD_REPORT.md) as tmp:
             tmp.write_text(render_markdown(rep), encoding="utf-8")
     if args.json:
         print(json.dumps(rep, ensure_ascii=False))

@@ -12,7 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lorakit import contest
 from lorakit.io import KitError, read_json, run_main
+from lorakit.layout import ADAPTER, DATA, MATH_REPORT, RUN, SQUAD_REPORT, TRAIN
 
 TINY_NOTE = ("Tiny-model accuracy says nothing about Llama3-8B: this model has ~0.3 M parameters and was "
              "pre-trained for minutes on a few generated families; the demo shows the pipeline works end to end. "
@@ -99,13 +101,17 @@ def _duration(seconds):
 
 def build_summary(run, submission=None, verify=None, title="summary"):
     run = Path(run)
+    at = RUN.at(run)
+    base = RUN.at(at.base_dir)  # the demo's stand-in base model: its training folder, with eval/ below it
     out = ["=" * 100, "%s: %s" % (title, run), "=" * 100, "artefacts:"]
-    places = [("data", run / "data", "conversation.json, train.mindrecord, data_report.md/png"),
-              ("base", run / "base", "the tiny stand-in base model (full-parameter pre-training)"),
-              ("train", run / "train", "config.yaml, run.json, loss.jsonl, loss.png, output/checkpoint/"),
-              ("adapter", run / "adapter", "adapter.ckpt + adapter_config.json"),
-              ("folded", run / "folded", "folded.ckpt (W + alpha/r * B @ A)"),
-              ("eval", run / "eval", "predictions, math_report.md/png, squad_report.md, params.json")]
+    places = [("data", at.data_dir, ", ".join((DATA.conversation, DATA.mindrecord, DATA.report_md, DATA.report_png))),
+              ("base", at.base_dir, "the tiny stand-in base model (full-parameter pre-training)"),
+              ("train", at.train_dir, ", ".join((TRAIN.config, TRAIN.run_record, TRAIN.loss, TRAIN.loss_png,
+                                                 TRAIN.checkpoints + "/"))),
+              ("adapter", at.adapter_dir, "%s + %s" % (ADAPTER.ckpt, ADAPTER.config)),
+              ("folded", at.folded.parent, "%s (W + alpha/r * B @ A)" % at.folded.name),
+              ("eval", at.eval_dir, "predictions, %s/png, %s, %s" % (MATH_REPORT.md, SQUAD_REPORT.md,
+                                                                     at.params.name))]
     for name, path, what in places:
         if path.exists():
             out.append("  %-10s %-28s %s" % (name, str(path) + "/", what))
@@ -115,16 +121,17 @@ def build_summary(run, submission=None, verify=None, title="summary"):
         out.append("  %-10s %-28s %s" % ("submission", str(sub) + "/",
                                          "manifest.json, REPORT.md" + (", + " + str(zip_path) if zip_path.exists()
                                                                         else "")))
-    for name in ("base", "train"):
-        line = _loss_line(name, _load(run / name / "run.json"))
+    for name, record in (("base", TRAIN.at(at.base_dir).run_record), ("train", at.run_record)):
+        line = _loss_line(name, _load(record))
         if line:
             out.append(line)
-    params = _load(run / "eval" / "params.json")
+    params = _load(at.params)
     if params:
-        out.append("params: trainable %s of %s (ratio %.6g)" % (params.get("trainable"), params.get("total"),
-                                                               params.get("ratio_exact", float("nan"))))
-    rep = _load(run / "eval" / "math_report.json")
-    base_rep = _load(run / "base" / "eval" / "math_report.json")
+        out.append("params: trainable %s of %s (ratio %s)" % (params.get("trainable"), params.get("total"),
+                                                             contest.LEADERBOARD_FORMAT
+                                                             % params.get("ratio_exact", float("nan"))))
+    rep = _load(at.math_report)
+    base_rep = _load(base.math_report)
     if rep:
         out.append("math (held-out test set, %d problems%s):" % (
             rep.get("total", 0), "; 'base pp' = the base model alone" if base_rep else ""))
@@ -138,21 +145,21 @@ def build_summary(run, submission=None, verify=None, title="summary"):
         if score.get("by_policy"):
             out.append("  contest score %s: %s" % (score.get("formula", ""), ", ".join(
                 "%s %.4f" % (k, v) for k, v in score["by_policy"].items())))
-    sq = _load(run / "eval" / "squad_report.json")
+    sq = _load(at.squad_report)
     if sq:
         g = sq.get("gate") or {}
         out.append("SQuAD (%d records): EmF1 F1 %.2f, Em %.2f; official v1.1 F1 %.2f, EM %.2f; gate %s%s" % (
             sq.get("total", 0), sq["emf1"]["F1"], sq["emf1"]["Em"], sq.get("squad_v1.1", {}).get("f1", 0.0),
             sq.get("squad_v1.1", {}).get("em", 0.0), "PASS" if g.get("pass") else ("FAIL" if g else "not run"),
             " (%s)" % g["basis"] if g.get("basis") else ""))
-    base_sq = _load(run / "base" / "eval" / "squad_report.json")
+    base_sq = _load(base.squad_report)
     if base_sq:
         out.append("SQuAD of the base model alone: EmF1 F1 %.2f, Em %.2f" % (base_sq["emf1"]["F1"], base_sq["emf1"]["Em"]))
     if verify:
         out.append("verify: %s (%d passed, %d failed, %d skipped)" % (
             "PASS" if verify.get("verified") else "FAIL", verify.get("passed", 0), verify.get("failed", 0),
             verify.get("skipped", 0)))
-    out.extend(stage_lines(run / "stage_times.tsv"))
+    out.extend(stage_lines(at.stage_times))
     return out
 
 

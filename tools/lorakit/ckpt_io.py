@@ -24,6 +24,7 @@ import re
 import numpy as np
 
 from .io import KitError, atomic_path, file_fingerprint, read_json, write_json
+from .layout import ADAPTER
 
 LORA_TAG = "mindpet_delta_lora"
 LORA_RE = re.compile(r"^(?P<cell>.+)\.mindpet_delta_lora_(?P<ab>[ab])$")
@@ -458,8 +459,7 @@ def ms_save(path, tensors):
 
 # ---------------------------------------------------------------- adapter files
 
-ADAPTER_CKPT = "adapter.ckpt"
-ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_CKPT, ADAPTER_CONFIG = ADAPTER.ckpt, ADAPTER.config  # the adapter folder (lorakit.layout)
 REQUIRED_KEYS = ("format", "pet_type", "lora_rank", "lora_alpha", "scaling", "target_modules", "tensors")
 
 

@@ -668,15 +668,6 @@ def count_from_tensors(tensors, model_cfg, pet=None):
     return P.summarize(base_total, trainable, lora_total, "weights")
 
 
-def adapter_view(cfg):
-    """The comparable LoRA fields of adapter_config.json (ckpt_io format) or of a yaml pet_config."""
-    if not isinstance(cfg, dict):
-        raise KitError("LoRA config is not a mapping")
-    return {"pet_type": str(cfg.get("pet_type", "lora")).lower(), "rank": cfg.get("lora_rank"),
-            "alpha": cfg.get("lora_alpha"), "dropout": cfg.get("lora_dropout"),
-            "target_modules": cfg.get("target_modules")}
-
-
 def scrub_json(obj, replacements):
     """Copy of a JSON value with scrub_text applied to every string (keys included)."""
     if isinstance(obj, dict):

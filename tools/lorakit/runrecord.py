@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import contest
 from .io import KitError, atomic_path, file_fingerprint, write_json, write_jsonl
+from .layout import TRAIN
 from .params import count_from_config
 from .patches import fingerprints, kit_series
 
@@ -272,7 +273,8 @@ def make_loss_callback(run_dir, rank, ckpt_dir=None, on_begin=None, flush_every=
     from mindspore.train import Callback
 
     stream = stream or sys.stdout
-    name = "loss.jsonl" if rank == 0 else "loss_rank%d.jsonl" % rank
+    loss = Path(TRAIN.loss)
+    name = loss.name if rank == 0 else "%s_rank%d%s" % (loss.stem, rank, loss.suffix)
     path = Path(run_dir) / name
 
     class KitLossRecorder(Callback):
