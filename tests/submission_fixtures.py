@@ -155,16 +155,6 @@ def build_run(root, seed=0, real_predict=0):
 FIXTURE_GATE = ["--squad-thresholds", "40", "20"]
 
 
-def build_submission(root, team="fx"):
-    """build_run + package.py -> root/sub/<team>/ and root/sub/<team>.zip (verified by package itself)."""
-    import package
-
-    run = build_run(root)
-    out = Path(root) / "sub"
-    assert package.main(["--team", team, "--run", str(run), "--out-dir", str(out)]) == 0
-    return out
-
-
 def load_manifest(sub):
     return json.loads((Path(sub) / "manifest.json").read_text(encoding="utf-8"))
 

@@ -11,16 +11,14 @@ import numpy as np
 import pytest
 
 import ckpt_fixtures as F
+from conftest import run_tool
 from lorakit import ckpt_io
 from lorakit.io import KitError
 from lorakit.paths import REPO
 
-CKPT = str(REPO / "tools" / "ckpt.py")
-
 
 def run_ckpt(*args):
-    return subprocess.run([sys.executable, CKPT] + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=str(REPO), timeout=600)
+    return run_tool("ckpt", *args, timeout=600)
 
 
 def ckpt_main(*args):
@@ -57,6 +55,7 @@ def extract(d, src="full.ckpt", out="adapter", extra=()):
 
 # ---------------------------------------------------------------- file format
 
+@pytest.mark.slow
 def test_writer_matches_mindspore_both_ways(tmp_path):
     import mindspore as ms
 
@@ -295,6 +294,7 @@ def test_inspect_flags_and_cli(files, tmp_path):
 
 # ---------------------------------------------------------------- merge-shards
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mp,two_d,fmt,dtype", [(2, False, "protobuf", None), (4, True, "protobuf", None),
                                                 (4, False, "json", "BFloat16")])
 def test_merge_model_parallel_bit_exact(tmp_path, cfg, mp, two_d, fmt, dtype):
@@ -310,6 +310,7 @@ def test_merge_model_parallel_bit_exact(tmp_path, cfg, mp, two_d, fmt, dtype):
         assert merged[n].ttype == t.ttype and np.array_equal(merged[n].array, t.array), n
 
 
+@pytest.mark.slow
 def test_merge_picks_newest_step_not_last_name(tmp_path, cfg):
     """rank_r holds x-1_10.ckpt (newest) and x-1_9.ckpt (stale); by name '9' > '10'. MindSpore alone takes
     the stale one; merge-shards must not."""
@@ -335,6 +336,7 @@ def test_merge_picks_newest_step_not_last_name(tmp_path, cfg):
     assert proc.returncode == 2 and "no checkpoint of step 11" in proc.stderr
 
 
+@pytest.mark.slow
 def test_merge_refuses_trainable_only_strategy(tmp_path, cfg):
     full = F.random_full(cfg, seed=8)
     F.make_sharded_run(tmp_path, full, 2, strategy_names=[n for n in full if ckpt_io.is_lora(n)])
@@ -344,6 +346,7 @@ def test_merge_refuses_trainable_only_strategy(tmp_path, cfg):
     assert not (tmp_path / "merged.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_merge_data_parallel(tmp_path, cfg):
     full = F.random_full(cfg, seed=9)
     for r in range(2):

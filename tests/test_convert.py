@@ -1,21 +1,16 @@
 """Templates (stock Vicuna masking), MindRecord I/O, and tools/convert_dataset.py stages, bad input and reports."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
 
 import convert_dataset as C
+from conftest import run_tool
 from lorakit import templates as T
 from lorakit import tokenizer as TK
 from lorakit.io import KitError
-
-REPO = Path(__file__).resolve().parents[1]
 
 RECORDS = [
     {"problem": "计算 -3828.45 - 756.08 等于多少？", "solution": "-3828.45 - 756.08 = -4584.53"},
@@ -154,6 +149,7 @@ def test_mindrecord_round_trip_fast_public_and_process(tmp_path):
         n + s for n in ("fast.mindrecord", "public.mindrecord", "proc.mindrecord") for s in ("", ".db"))
 
 
+@pytest.mark.slow
 def test_mindrecord_failure_leaves_nothing(tmp_path):
     from lorakit import mindrecord_io as M
 
@@ -242,9 +238,7 @@ def test_streaming_json_array_reader(tmp_path):
 # ------------------------------------------------------------------------------------------- the CLI
 
 def run(*args):
-    env = dict(os.environ, GLOG_v="3")
-    return subprocess.run([sys.executable, str(REPO / "tools" / "convert_dataset.py")] + [str(a) for a in args],
-                          capture_output=True, text=True, cwd=str(REPO), env=env, timeout=300)
+    return run_tool("convert_dataset", *args, timeout=300, env={"GLOG_v": "3"})
 
 
 BAD_LINES = [
@@ -326,8 +320,7 @@ def test_cli_stages_overlong_counts_and_multiple_of(tmp_path, tiny_file):
 
 def test_cli_generated_data_cot_report(tmp_path, tiny_file):
     src = tmp_path / "gen.jsonl"
-    g = subprocess.run([sys.executable, str(REPO / "tools" / "gen_math.py"), "--n", "400", "--seed", "3", "--out",
-                        str(src), "--no-progress"], capture_output=True, text=True, cwd=str(REPO))
+    g = run_tool("gen_math", "--n", "400", "--seed", "3", "--out", src, "--no-progress")
     assert g.returncode == 0, g.stderr
     r = run("convert", src, "--out-dir", tmp_path / "out", "--recipe", "cot", "--tokenizer", tiny_file,
             "--seq-length", 512, "--json", "--no-progress")
@@ -342,8 +335,7 @@ def test_cli_generated_data_cot_report(tmp_path, tiny_file):
 def test_report_answer_budget_counts_only_rows_that_fit(tmp_path, tiny_file):
     """predict.py takes max_new_tokens from the report: it must come from the rows written, not the dropped ones."""
     src = tmp_path / "gen.jsonl"
-    g = subprocess.run([sys.executable, str(REPO / "tools" / "gen_math.py"), "--n", "300", "--seed", "5", "--out",
-                        str(src), "--no-progress"], capture_output=True, text=True, cwd=str(REPO))
+    g = run_tool("gen_math", "--n", "300", "--seed", "5", "--out", src, "--no-progress")
     assert g.returncode == 0, g.stderr
     r = run("convert", src, "--out-dir", tmp_path / "out", "--recipe", "cot", "--tokenizer", tiny_file,
             "--seq-length", 128, "--json", "--no-progress")

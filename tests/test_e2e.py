@@ -4,11 +4,13 @@ pre-training, LoRA finetune, merge, eval, SQuAD gate, submission, verify, summar
 import json
 import os
 import subprocess
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+from conftest import REPO
 
 
+@pytest.mark.slow
 def test_make_demo_small_end_to_end(tmp_path):
     run, sub = tmp_path / "demo", tmp_path / "submission"
     sub.mkdir()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import gen_math
+from conftest import run_tool
 from lorakit import families as F
 from lorakit.audit import audit_file, audit_markdown
 from lorakit.io import KitError
@@ -334,21 +335,15 @@ def test_audit_solver_error_is_a_mismatch(tmp_path):
 
 
 def test_gen_math_cli_errors_and_help(tmp_path):
-    import subprocess
-    import sys
-
-    tool = Path(__file__).resolve().parents[1] / "tools" / "gen_math.py"
     out = tmp_path / "o.jsonl"
-    r = subprocess.run([sys.executable, str(tool), "--n", "5", "--out", str(out), "--families", "nope"],
-                       capture_output=True, text=True)
+    r = run_tool("gen_math", "--n", "5", "--out", out, "--families", "nope")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["gen_math.py: error: --families: unknown family 'nope' (choose from "
                                              + ", ".join(CHINESE) + ")"]
     assert not out.exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"problem": "What?", "solution": "1"}\n{"problem": "x"\n')
-    r = subprocess.run([sys.executable, str(tool), "--n", "5", "--out", str(out), "--english-from", str(bad)],
-                       capture_output=True, text=True)
+    r = run_tool("gen_math", "--n", "5", "--out", out, "--english-from", bad)
     assert r.returncode == 2 and f"{bad}:2: not JSON" in r.stderr
-    r = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True)
+    r = run_tool("gen_math", "--help")
     assert r.returncode == 0 and "--english-from" in r.stdout

@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 import finetune
+from conftest import REPO, run_tool
 from lorakit.config import load_config
 from lorakit.io import KitError, sha256_file
 from lorakit.params import count_from_config
 from lorakit.runrecord import CKPT_RE, parse_loss_log, random_init_problem, read_loss
 from train_fixtures import write_tiny_mindrecord
 
-REPO = Path(__file__).resolve().parents[1]
 LAUNCH = str(REPO / "tools" / "launch.py")
 FINETUNE = "tools/finetune.py"
 pytestmark = pytest.mark.slow
@@ -231,8 +231,7 @@ def test_random_init_only_for_toy_models(tmp_path):
     assert "pass --load-checkpoint" in random_init_problem(load_config("llama3-8b-recipe"))
     data = tmp_path / "d.mindrecord"
     data.write_bytes(b"x")
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "finetune.py"), "--config", "llama3-8b-recipe",
-                          "--train-data", str(data), "--run-dir", str(tmp_path / "r")],
-                         capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    res = run_tool("finetune", "--config", "llama3-8b-recipe", "--train-data", data, "--run-dir", tmp_path / "r",
+                   timeout=120)
     assert res.returncode == 2 and "no base checkpoint for a model with hidden_size 4096" in res.stderr
     assert not (tmp_path / "r").exists()

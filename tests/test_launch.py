@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 import launch
+from conftest import REPO, run_tool
 
-REPO = Path(__file__).resolve().parents[1]
 TOOL = str(REPO / "tools" / "launch.py")
 
 
 def run(args, cwd=REPO, timeout=120):
-    return subprocess.run([sys.executable, TOOL] + args, capture_output=True, text=True, cwd=str(cwd),
-                          timeout=timeout)
+    return run_tool("launch", *args, cwd=cwd, timeout=timeout)
 
 
 def fake_inputs(tmp_path):
@@ -138,6 +137,7 @@ time.sleep(3)
 """
 
 
+@pytest.mark.slow
 def test_failure_shows_the_failing_workers_log_under_msrun(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(FAILING_WORKER)
@@ -152,6 +152,7 @@ def test_failure_shows_the_failing_workers_log_under_msrun(tmp_path):
     assert "launch: rank 0 reached step 3/10, last loss 2.0000" in res.stderr
 
 
+@pytest.mark.slow
 def test_direct_single_worker_success_and_failure(tmp_path):
     ok = tmp_path / "ok.py"
     ok.write_text("print('lorakit-step step=1/1 epoch=1 loss=0.500000 lr=0.1')\n")
@@ -249,6 +250,7 @@ with open(out, "w") as fh:
 """
 
 
+@pytest.mark.slow
 def test_workers_get_the_fork_launchers_environment_under_msrun(tmp_path):
     import resource
 
@@ -297,6 +299,7 @@ time.sleep(300)  # rank 0: waiting in a collective for its lost peer
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["error", "silent"])
 def test_watchdog_stops_the_others_when_a_worker_is_lost(tmp_path, monkeypatch, capsys, mode):
     import os

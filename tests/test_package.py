@@ -12,16 +12,11 @@ from lorakit import manifest as mf
 from lorakit.io import KitError
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    return sf.build_run(tmp_path_factory.mktemp("pkg"))
-
-
 @pytest.fixture
-def run(base_run, tmp_path):
-    """A private copy of the run (the eval inputs it names stay where they are)."""
+def run(fixture_run, tmp_path):
+    """A private copy of the session's fixture run (conftest; the eval inputs it names stay where they are)."""
     dst = tmp_path / "run"
-    shutil.copytree(str(base_run), str(dst))
+    shutil.copytree(str(fixture_run), str(dst))
     return dst
 
 

@@ -1,15 +1,13 @@
 """Parameter counts: CONTEST.md section 5 in closed form, the CLI acceptance, and MindFormers' own count."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_tool
 from lorakit import params
 from lorakit.config import load_config
 from lorakit.io import KitError
-from lorakit.paths import REPO
 
 QV, QVO, QKVO = ".*wq|.*wv", ".*wq|.*wv|.*wo", ".*wq|.*wk|.*wv|.*wo"
 
@@ -76,9 +74,7 @@ def test_freeze_rules():
 
 
 def run_cli(*args):
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "count_params.py")] + list(args),
-                          capture_output=True, text=True, cwd=str(REPO))
-    return proc
+    return run_tool("count_params", *args)
 
 
 def test_cli_acceptance():

@@ -9,16 +9,15 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import finetune
 import predict
+from conftest import REPO
 from lorakit import ckpt_io, mf, params
 from lorakit.config import dump_config, load_config, model_config
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (REPO / "yaml").glob("llama3-8b*.yaml"))
 TRAIN_PROFILES = [p for p in PROFILES if not p.endswith("-predict")]
 # the only keys shrink() touches: sizes (the special token ids move with the vocabulary)

@@ -19,17 +19,15 @@ from pathlib import Path
 import pytest
 
 import patch_mindformers
+from conftest import REPO, run_tool
 
-REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "patch_mindformers.py"
 SERIES = REPO / "mindformers_patches" / "series"
 PATCHES = patch_mindformers.read_series(SERIES)
 PATCHED_FILES = sorted({fp.relpath for p in PATCHES for fp in p.files})
 
 
 def run(*args, cwd=None):
-    cmd = [sys.executable, str(TOOL)] + [str(a) for a in args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=str(cwd or REPO), timeout=120)
+    return run_tool("patch_mindformers", *args, cwd=cwd, timeout=120)
 
 
 def installed_package():
@@ -257,6 +255,7 @@ def test_stale_bytecode_of_changed_files_is_removed(pkg):
     assert not pyc.exists() and other.exists()
 
 
+@pytest.mark.slow
 def test_network_parameters_line_is_exact_for_tiny_lora(pkg, tmp_path):
     """After patching, BaseTrainer.count_parameters() logs exact integers for the tiny LoRA model."""
     from lorakit.config import dump_config, load_config, model_config, pet_config

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 import predict
+from conftest import REPO, run_tool
 from lorakit import mf
 from lorakit.io import KitError
 
-REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "predict.py"
 SAMPLE = REPO / "tests" / "data" / "contest_sample.jsonl"
 
 MAKE_CKPT = """
@@ -154,12 +153,12 @@ def tiny_ckpt(ckpt_dir):
 
 
 def run_predict(*args):
-    res = subprocess.run([sys.executable, str(TOOL)] + [str(a) for a in args], capture_output=True, text=True,
-                         timeout=600, cwd=str(REPO), env=dict(os.environ, GLOG_v="3"))
+    res = run_tool("predict", *args, timeout=600, env={"GLOG_v": "3"})
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout)
 
 
+@pytest.mark.slow
 def test_predict_batched_resumable(tmp_path, tiny_ckpt):
     lines = SAMPLE.read_text(encoding="utf-8").splitlines()
     rows = [json.loads(x) for x in lines[:5] + lines[20:22]]   # Chinese + two long English prompts: mixed lengths
@@ -196,11 +195,11 @@ def test_predict_batched_resumable(tmp_path, tiny_ckpt):
     assert (rec["template"], rec["template_from"], rec["max_new_tokens"]) == ("plain", "token report", 12)
 
 
+@pytest.mark.slow
 def test_predict_squad_records(tmp_path, tiny_ckpt):
     rec_path = tmp_path / "records.jsonl"
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "squad.py"), "prepare", "--dev",
-                          REPO / "tests" / "data" / "squad_tiny.json", "--out", rec_path], capture_output=True,
-                         text=True, timeout=60)
+    res = run_tool("squad", "prepare", "--dev", REPO / "tests" / "data" / "squad_tiny.json", "--out", rec_path,
+                   timeout=60)
     assert res.returncode == 0, res.stderr
     rec = run_predict("--input", rec_path, "--out", tmp_path / "sq.jsonl", "--checkpoint", tiny_ckpt,
                       "--tokenizer", "tiny", "--max-new-tokens", "20", "--min-new-tokens", "1", "--batch-size", "6",
@@ -209,17 +208,15 @@ def test_predict_squad_records(tmp_path, tiny_ckpt):
     preds = read_jsonl(tmp_path / "sq.jsonl")
     assert all(p["prompt"].startswith("Read the passage and answer the question below.") for p in preds)
     assert all(p["prompt"].endswith("### Response:") and p["family"] == "squad" for p in preds)
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "squad.py"), "score", "--records", rec_path,
-                          "--pred", tmp_path / "sq.jsonl", "--json"], capture_output=True, text=True, timeout=60)
+    res = run_tool("squad", "score", "--records", rec_path, "--pred", tmp_path / "sq.jsonl", "--json", timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["total"] == 6
 
 
+@pytest.mark.slow
 def test_predict_adapter_over_base_equals_full_checkpoint(tmp_path, ckpt_dir):
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "ckpt.py"), "extract-lora", "--checkpoint",
-                          ckpt_dir / "lora.ckpt", "--config", "tiny", "--base", ckpt_dir / "base.ckpt",
-                          "--out-dir", tmp_path / "adapter"], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, GLOG_v="3"))
+    res = run_tool("ckpt", "extract-lora", "--checkpoint", ckpt_dir / "lora.ckpt", "--config", "tiny", "--base",
+                   ckpt_dir / "base.ckpt", "--out-dir", tmp_path / "adapter", timeout=120, env={"GLOG_v": "3"})
     assert res.returncode == 0, res.stderr[-2000:]
     lines = SAMPLE.read_text(encoding="utf-8").splitlines()[:4]
     inp = write_jsonl(tmp_path / "in.jsonl", [json.loads(x) for x in lines])

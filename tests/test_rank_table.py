@@ -1,18 +1,14 @@
 """tools/rank_table.py on fabricated hccn.conf files: layout, schema, ranges, merging, one-line errors."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 import rank_table
+from conftest import REPO, run_tool
 from lorakit.io import KitError
 
-REPO = Path(__file__).resolve().parents[1]
-TOOL = str(REPO / "tools" / "rank_table.py")
 SCHEMA = json.loads((REPO / "submission" / "schema" / "rank_table.schema.json").read_text())
 
 HCCN = """# fabricated /etc/hccn.conf of an 8-card server
@@ -31,7 +27,7 @@ netdetect_7=192.168.103.1
 
 
 def run(args, cwd):
-    return subprocess.run([sys.executable, TOOL] + args, capture_output=True, text=True, cwd=str(cwd), timeout=60)
+    return run_tool("rank_table", *args, cwd=cwd, timeout=60)
 
 
 @pytest.fixture()

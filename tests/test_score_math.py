@@ -2,18 +2,14 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, run_tool
+
 SAMPLE = REPO / "tests" / "data" / "contest_sample.jsonl"
-TOOL = REPO / "tools" / "score_math.py"
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(TOOL)] + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=120, cwd=str(REPO))
+    return run_tool("score_math", *args, timeout=120)
 
 
 def sample_rows():

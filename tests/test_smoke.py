@@ -5,11 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+from conftest import REPO
 
 
+@pytest.mark.slow
 def test_tiny_lora_train_save_reload_generate(tmp_path):
     steps = 24
     res = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "smoke_tiny.py"), str(tmp_path), str(steps)],

@@ -1,20 +1,16 @@
 """tools/squad.py: prepare (stock record selection and prompt), score (EmF1 == MindFormers, SQuAD v1.1), gate."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "squad.py"
+from conftest import REPO, run_tool
+
 TINY = REPO / "tests" / "data" / "squad_tiny.json"
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(TOOL)] + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=120, cwd=str(REPO))
+    return run_tool("squad", *args, timeout=120)
 
 
 def write_jsonl(path, rows):
