@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lorakit.io import KitError, atomic_open, file_fingerprint, iter_jsonl, run_main, write_json
+from lorakit.io import KitError, atomic_open, file_fingerprint, iter_jsonl, run_main, unreadable, write_json
 from lorakit.layout import DATA
 
 PCTS = (50, 90, 95, 99, 100)
@@ -477,7 +477,7 @@ def iter_json_array(path, chunk=1 << 20):
     try:
         fh = open(str(path), encoding="utf-8")
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     with fh:
         buf, pos, line, eof, index = "", 0, 1, False, 0
         state = "start"

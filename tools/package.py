@@ -43,6 +43,7 @@ from lorakit.layout import SUBMISSION as S
 from lorakit.patches import fingerprints, kit_series
 from lorakit.paths import REPO, RUNS
 from lorakit.records import DataReport, LoraSpec, PredictRecord, RunRecord, tokenizer_mismatch
+from lorakit.runrecord import dist_version
 
 TEMPLATE = REPO / "submission" / "REPORT.template.md"
 MAX_LOG_BYTES = 64 << 20
@@ -64,17 +65,6 @@ def kit_info():
         status = git("status", "--porcelain", "--untracked-files=no")
         dirty = bool(status) if status is not None else None
     return {"version": KIT_VERSION, "commit": commit if commit and len(commit) == 40 else None, "dirty": dirty}
-
-
-def dist_version(name):
-    try:
-        from importlib import metadata
-    except ImportError:  # pragma: no cover - py<3.8
-        return None
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def environment(run_record):

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from lorakit import patches as patches_lib
-from lorakit.io import KitError, run_main
+from lorakit.io import KitError, run_main, unreadable
 from lorakit.paths import PATCHES_DIR
 
 PACKAGE = "mindformers"
@@ -79,7 +79,7 @@ def parse_patch(path):
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise KitError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise unreadable(path, exc) from None
     lines = data.splitlines(keepends=True)
     files, header, i = [], None, 0
     current = None

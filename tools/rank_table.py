@@ -23,7 +23,7 @@ import socket
 import sys
 from pathlib import Path
 
-from lorakit.io import KitError, atomic_open, read_json, run_main
+from lorakit.io import KitError, atomic_open, read_json, run_main, unreadable
 from lorakit.paths import SCHEMA_DIR
 
 SCHEMA_PATH = SCHEMA_DIR / "rank_table.schema.json"
@@ -66,7 +66,7 @@ def read_hccn_conf(path):
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     except UnicodeDecodeError:
         raise KitError("%s: not a text file" % path) from None
     ips = {}

@@ -23,13 +23,11 @@ import re
 
 import numpy as np
 
-from .io import KitError, atomic_path, file_fingerprint, read_json, write_json
+from .io import KitError, atomic_path, file_fingerprint, read_json, unreadable, write_json
 from .layout import ADAPTER
+from .params import LORA_TAG
 
-LORA_TAG = "mindpet_delta_lora"
-LORA_RE = re.compile(r"^(?P<cell>.+)\.mindpet_delta_lora_(?P<ab>[ab])$")
-# what MindFormers' Llama names them (CONTEST.md section 5)
-LORA_NAME = "model.layers.{layer}.attention.{proj}.mindpet_delta_lora_{ab}"
+LORA_RE = re.compile(r"^(?P<cell>.+)\.%s_(?P<ab>[ab])$" % LORA_TAG)
 ADAPTER_FORMAT = "lorakit-adapter/1"
 # Prefixes of optimizer / trainer state a training checkpoint carries next to the network's weights.
 STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "moments.", "accu_grads.", "accumulated_grads.",
@@ -48,10 +46,6 @@ _TTYPE_OF_NP = {np.dtype(np.float32): "Float32", np.dtype(np.float16): "Float16"
 SLICE_BYTES = 512 * 1024 * 1024  # MindSpore's SLICE_SIZE (512 * 1024 KB)
 
 
-def lora_name(layer, proj, ab):
-    return LORA_NAME.format(layer=int(layer), proj=proj, ab=ab)
-
-
 def is_state_tensor(name):
     """True for optimizer/trainer state (adam_m.*, global_step, ...) rather than a network weight."""
     return name.startswith(STATE_PREFIXES) or "." not in name
@@ -59,14 +53,6 @@ def is_state_tensor(name):
 
 def is_lora(name):
     return bool(LORA_RE.match(name)) and not is_state_tensor(name)
-
-
-def base_of(lora_tensor_name):
-    """`x.wq.mindpet_delta_lora_a` -> `x.wq.weight` (the frozen weight it adapts)."""
-    m = LORA_RE.match(lora_tensor_name)
-    if not m:
-        raise KitError("%s is not a LoRA tensor name" % lora_tensor_name)
-    return m.group("cell") + ".weight"
 
 
 # ---------------------------------------------------------------- dtypes
@@ -322,7 +308,7 @@ def iter_ckpt(path):
     try:
         fh = open(path, "rb")
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     with fh:
         for group in _entries(fh, path):
             yield CkptEntry(path, fh, group)
@@ -516,7 +502,7 @@ def write_synthetic(path, table, seed=0, scale=0.02, lora_b_zero=False):
     with CkptWriter(path) as w:
         for name, (shape, dtype) in table.items():
             ttype = ttypes.get(str(dtype).lower(), dtype)
-            if name.endswith("mindpet_delta_lora_b") and lora_b_zero:
+            if name.endswith(LORA_TAG + "_b") and lora_b_zero:
                 arr = np.zeros(shape, np.float32)
             else:
                 arr = rng.standard_normal(shape, dtype=np.float32)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .io import KitError, atomic_open
+from .io import KitError, atomic_open, unreadable
 from .paths import profile_yaml
 
 BASE_KEY = "_base_"
@@ -26,7 +26,7 @@ def _load_yaml_file(path):
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     except yaml.YAMLError as exc:
         raise KitError("%s: bad YAML: %s" % (path, str(exc).replace("\n", " "))) from None
     if data is None:

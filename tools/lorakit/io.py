@@ -16,6 +16,11 @@ class KitError(Exception):
     """An error the user can fix; printed as one line by run_main, exit code 2."""
 
 
+def unreadable(name, exc):
+    """The one-line error for a file that cannot be opened or read (`name`: how to call it, `exc`: the OSError)."""
+    return KitError("%s: cannot read: %s" % (name, exc.strerror or exc))
+
+
 def run_main(main):
     """Call main() and turn KitError into `tool: error: message` + exit 2 (no traceback)."""
     prog = Path(sys.argv[0]).name
@@ -78,7 +83,7 @@ def read_json(path):
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise KitError("%s: not valid JSON: %s" % (path, exc)) from None
 
@@ -177,7 +182,7 @@ def read_json_strict(path, limit, name=None, max_nodes=None, max_string=None, ex
         with open(str(path), "rb") as fh:
             raw = fh.read(limit + 1)
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (name, exc.strerror or exc)) from None
+        raise unreadable(name, exc) from None
     try:
         obj = loads_strict(raw.decode("utf-8"), max_nodes=max_nodes, max_string=max_string)
     except UnicodeDecodeError as exc:
@@ -254,7 +259,7 @@ def iter_jsonl(path, required=(), bad=None, strict=False, max_line_bytes=None):
     try:
         fh = open(path, "rb")
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     with fh:
         lineno = 0
         for raw in _lines(fh, max_line_bytes):

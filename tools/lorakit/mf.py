@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from .io import KitError
+from .params import LORA_TAG
 
 _CONTEXT_SET = False
 
@@ -53,7 +54,7 @@ KV_BLOCK_SIZE, KV_NUM_BLOCKS = 16, 512
 def not_from_checkpoint(name):
     """Network parameters a checkpoint need not hold: LoRA tensors (a base checkpoint has none; they keep
     their initial values) and the use_past KV cache."""
-    return "mindpet_delta_lora" in name or name.endswith(KV_CACHE_SUFFIXES)
+    return LORA_TAG in name or name.endswith(KV_CACHE_SUFFIXES)
 
 
 def use_past_problems(mc, batch_size=None):

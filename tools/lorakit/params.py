@@ -23,7 +23,7 @@ from fnmatch import fnmatch
 from . import contest
 from .io import KitError
 
-LORA_TAG = "mindpet_delta_lora"
+LORA_TAG = "mindpet_delta_lora"  # in the names of the tensors MindFormers' LoRA adds (`<cell>.<tag>_a`, `_b`)
 
 
 class Linear:

@@ -7,7 +7,7 @@ One patch file name per line, in the order they apply; `#` starts a comment anyw
 
 from pathlib import Path
 
-from .io import KitError, sha256_file
+from .io import KitError, sha256_file, unreadable
 from .paths import PATCHES_DIR
 
 SERIES_NAME = "series"
@@ -32,7 +32,7 @@ def read_series(series, limit=None, name=None):
         with open(str(series), "rb") as fh:
             raw = fh.read(limit + 1) if limit is not None else fh.read()
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (name, exc.strerror or exc)) from None
+        raise unreadable(name, exc) from None
     if limit is not None and len(raw) > limit:
         raise KitError("%s: over the %d-byte limit" % (name, limit))
     return parse_series(raw.decode("utf-8", "replace"))

