@@ -16,8 +16,8 @@ Report keys:
 import hashlib
 from collections import OrderedDict
 
-from lorakit.families import FAMILIES, UNKNOWN, classify, parse, solve
-from lorakit.io import iter_jsonl
+from .families import FAMILIES, UNKNOWN, classify, parse, solve
+from .io import iter_jsonl
 
 
 def _digest(*parts):
