@@ -837,9 +837,6 @@ class Verifier:
     def check_rerun(self):
         return rerun(self)
 
-    def status(self, name):
-        return next((r.status for r in self.results if r.name == name), None)
-
     def run(self):
         """Every check of CHECKS after `input`, in order: a `stops` check that does not pass ends the run; a check
         whose `needs` did not recompute their numbers fails without running; rerun needs no earlier FAIL."""
