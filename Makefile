@@ -145,6 +145,8 @@ EVAL_GOLD ?= $(RUN)/$(L_MATH_GOLD)
 EVAL_N ?= 200
 EVAL_SEED ?= 20241
 EVAL_BATCH ?= 16
+# SQuAD records per generate call (predictions do not depend on it; a batch is padded to this many rows)
+EVAL_SQUAD_BATCH ?= $(EVAL_BATCH)
 # empty: the token report's answer budget (RUN/data/data_report.json), else the profile's max_new_tokens
 EVAL_MAX_NEW ?=
 SQUAD_DEV ?= tests/data/squad_tiny.json
@@ -158,13 +160,13 @@ EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/$(L_TRAIN_CONFIG)),$(PROFILE))
 # no: skip the parameter count and the contest score (a full-parameter run, e.g. the demo's base model, has no ratio)
 EVAL_PARAMS ?= yes
 EVAL_PREDICT = $(PY) tools/predict.py --config $(EVAL_CONFIG) --checkpoint $(EVAL_CKPT) --tokenizer $(EVAL_TOKENIZER) \
-	--batch-size $(EVAL_BATCH) $(if $(ADAPTER),--adapter $(ADAPTER))
+	$(if $(ADAPTER),--adapter $(ADAPTER))
 .PHONY: eval
 eval: ## predict + score math (3 policies, per family) and the SQuAD EmF1 gate into RUN/eval/ (BASE_REPORT=: 90 % of a base run)
 	@test -n "$(EVAL_CKPT)" || { echo "eval: no checkpoint: run make train (or set EVAL_CKPT=...)"; exit 2; }
 	@mkdir -p $(RUN)/$(L_EVAL_DIR)
 	test -f $(EVAL_GOLD) || $(PY) tools/gen_math.py --n $(EVAL_N) --seed $(EVAL_SEED) --out $(EVAL_GOLD) --no-progress
-	$(EVAL_PREDICT) --input $(EVAL_GOLD) --out $(RUN)/$(L_PREDICTIONS) $(if $(TEMPLATE),--template $(TEMPLATE)) \
+	$(EVAL_PREDICT) --batch-size $(EVAL_BATCH) --input $(EVAL_GOLD) --out $(RUN)/$(L_PREDICTIONS) $(if $(TEMPLATE),--template $(TEMPLATE)) \
 		$(if $(EVAL_MAX_NEW),--max-new-tokens $(EVAL_MAX_NEW)) \
 		$(if $(wildcard $(RUN)/$(L_DATA_REPORT)),--token-report $(RUN)/$(L_DATA_REPORT)) \
 		--dump-config $(RUN)/$(L_EVAL_CONFIG)
@@ -172,7 +174,7 @@ eval: ## predict + score math (3 policies, per family) and the SQuAD EmF1 gate i
 	$(PY) tools/score_math.py --gold $(EVAL_GOLD) --pred $(RUN)/$(L_PREDICTIONS) \
 		$(if $(filter yes,$(EVAL_PARAMS)),--params $(RUN)/$(L_PARAMS)) --out-dir $(RUN)/$(L_EVAL_DIR)
 	$(PY) tools/squad.py prepare --dev $(SQUAD_DEV) --out $(RUN)/$(L_SQUAD_RECORDS)
-	$(EVAL_PREDICT) --input $(RUN)/$(L_SQUAD_RECORDS) --out $(RUN)/$(L_SQUAD_PREDICTIONS) \
+	$(EVAL_PREDICT) --batch-size $(EVAL_SQUAD_BATCH) --input $(RUN)/$(L_SQUAD_RECORDS) --out $(RUN)/$(L_SQUAD_PREDICTIONS) \
 		--max-new-tokens 20 --min-new-tokens 1
 	$(PY) tools/squad.py score --records $(RUN)/$(L_SQUAD_RECORDS) --pred $(RUN)/$(L_SQUAD_PREDICTIONS) \
 		--out-dir $(RUN)/$(L_EVAL_DIR)
@@ -238,7 +240,7 @@ demo-base: ## demo stage 1: base corpus + full-parameter pre-training of the tin
 	@# make eval with the base folder as its run folder: all its parameters were trained (no ratio, no contest
 	@# score), and its gate is 0 / 0 as in stage 6 (the tiny base reads no English)
 	@$(MAKE) --no-print-directory eval PROFILE=tiny-base RUN=$(D)/$(L_BASE_DIR) EVAL_CKPT=$(D)/$(L_BASE_CKPT) \
-	  EVAL_GOLD=$(D)/gen/test.jsonl TEMPLATE=plain EVAL_BATCH=50 EVAL_MAX_NEW=40 EVAL_PARAMS=no \
+	  EVAL_GOLD=$(D)/gen/test.jsonl TEMPLATE=plain EVAL_BATCH=50 EVAL_SQUAD_BATCH=8 EVAL_MAX_NEW=40 EVAL_PARAMS=no \
 	  SQUAD_GATE_ARGS="--f1 0 --em 0"
 
 demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge, eval, submission, verify, summary
@@ -255,7 +257,7 @@ demo: ## the whole pipeline on the tiny model on a CPU: data, base, LoRA, merge,
 	@# the tiny base cannot read English (its SQuAD F1 is chance level, see RUN/base/eval): there is no reading
 	@# ability to keep, so the demo's gate runs with thresholds 0 (the notebook uses the contest's 53.8832 / 39.7533)
 	@$(MAKE) --no-print-directory eval PROFILE=tiny-demo RUN=$(D) EVAL_GOLD=$(D)/gen/test.jsonl EVAL_BATCH=50 \
-	  SQUAD_GATE_ARGS="--f1 0 --em 0"
+	  EVAL_SQUAD_BATCH=8 SQUAD_GATE_ARGS="--f1 0 --em 0"
 	$(DEMO_STEP)"[7/7] package and verify the submission (make submission + make verify)"
 	@$(MAKE) --no-print-directory submission PROFILE=tiny-demo RUN=$(D) TEAM=$(DEMO_TEAM) GOLD=$(D)/gen/test.jsonl
 	@# one verify run (with the inference re-run); its JSON result feeds the summary. The tiny model's SQuAD gate
