@@ -242,44 +242,54 @@ def cmd_import(args):
 
 # ------------------------------------------------------------------------------------------------ check
 
-def check_model(config, model_folder, checkpoint=None, texts=None, prompt=CHECK_PROMPT, max_new=4):
-    """Perplexity per text and the greedy completion of `prompt`, through MindFormers (one network)."""
-    import numpy as np
+class CheckNet:
+    """The imported model built once through MindFormers for the check: the texts' and the prompt's token rows,
+    a network compiled for them, and `measure()` (tests reuse the network for deliberately wrong weights)."""
 
-    from lorakit import mf
-    from lorakit.config import load_config, model_config
-    from lorakit.tokenizer import load_tokenizer
+    def __init__(self, config, model_folder, checkpoint=None, texts=None, prompt=CHECK_PROMPT, max_new=4):
+        from lorakit import mf
+        from lorakit.config import load_config, model_config
+        from lorakit.tokenizer import load_tokenizer
 
-    model_folder = Path(model_folder)
-    tok = load_tokenizer(model_folder / TOKENIZER_JSON)
-    conf = read_json(model_folder / TOKENIZER_CONFIG)
-    bos = [tok.bos_id] if conf.get("add_bos_token") else []
-    texts = texts or CHECK_TEXTS
-    rows = collections.OrderedDict((k, bos + tok.encode(t)) for k, t in texts.items())
-    prompt_ids = bos + tok.encode(prompt)
-    seq = max(max(len(r) for r in rows.values()), len(prompt_ids) + max_new)
-    seq = -(-seq // 16) * 16
-    cfg = load_config(config, ["model.model_config.seq_length=%d" % seq, "model.model_config.batch_size=1",
-                               "run_mode=predict"])
-    model_config(cfg).pop("pet_config", None)
-    mf.quiet_logs()
-    net = mf.build_model(cfg, str(checkpoint or model_folder / CKPT))
-    mf.quiet_mindformers()
-    result = collections.OrderedDict()
-    t0 = time.time()
-    for name, nll in zip(rows, mf.token_nll(net, list(rows.values()), seq, tok.pad_id)):
-        result[name] = {"tokens": len(rows[name]), "perplexity": round(float(np.exp(nll.mean())), 4)}
-    new = mf.generate_rows(net, tok, [prompt_ids], max_new, 1)[0]
-    completion = tok.decode([t for t in new if not tok.is_special(t)])
-    return {"perplexity": result, "prompt": prompt, "completion": completion, "seq_length": seq,
-            "seconds": round(time.time() - t0, 1)}
+        model_folder = Path(model_folder)
+        self.tok = load_tokenizer(model_folder / TOKENIZER_JSON)
+        bos = [self.tok.bos_id] if read_json(model_folder / TOKENIZER_CONFIG).get("add_bos_token") else []
+        self.rows = collections.OrderedDict((k, bos + self.tok.encode(t)) for k, t in (texts or CHECK_TEXTS).items())
+        self.prompt, self.prompt_ids, self.max_new = prompt, bos + self.tok.encode(prompt), max_new
+        seq = max(max(len(r) for r in self.rows.values()), len(self.prompt_ids) + max_new)
+        self.seq = -(-seq // 16) * 16
+        cfg = load_config(config, ["model.model_config.seq_length=%d" % self.seq, "model.model_config.batch_size=1",
+                                   "run_mode=predict"])
+        model_config(cfg).pop("pet_config", None)
+        mf.quiet_logs()
+        self.net = mf.build_model(cfg, str(checkpoint or model_folder / CKPT))
+        mf.quiet_mindformers()
+
+    def perplexities(self):
+        import numpy as np
+
+        from lorakit import mf
+
+        nll = mf.token_nll(self.net, list(self.rows.values()), self.seq, self.tok.pad_id)
+        return collections.OrderedDict((k, float(np.exp(v.mean()))) for k, v in zip(self.rows, nll))
+
+    def measure(self):
+        from lorakit import mf
+
+        t0 = time.time()
+        ppl = self.perplexities()
+        new = mf.generate_rows(self.net, self.tok, [self.prompt_ids], self.max_new, 1)[0]
+        return {"perplexity": collections.OrderedDict(
+                    (k, {"tokens": len(self.rows[k]), "perplexity": round(v, 4)}) for k, v in ppl.items()),
+                "prompt": self.prompt, "completion": self.tok.decode([t for t in new if not self.tok.is_special(t)]),
+                "seq_length": self.seq, "seconds": round(time.time() - t0, 1)}
 
 
 def cmd_check(args):
     folder = model_dir(args)
     if not (folder / INFO).is_file():
         raise KitError("%s: no imported model (run `make base-model`)" % folder)
-    res = check_model(args.profile or args.config, folder)
+    res = CheckNet(args.profile or args.config, folder).measure()
     failures = ["%s perplexity %.2f >= %.1f" % (k, v["perplexity"], args.max_ppl)
                 for k, v in res["perplexity"].items() if not v["perplexity"] < args.max_ppl]
     if not res["completion"].startswith(CHECK_COMPLETION):
