@@ -247,3 +247,91 @@ bench: ## rerun the data, checkpoint and eval benchmarks into docs/benchmarks.md
 	$(PY) tools/bench_data.py --fork $(FORK)
 	$(PY) tools/bench_ckpt.py --stock $(FORK)/mindformers/tools/transform_ckpt_lora.py --update-doc
 	$(PY) tools/bench_predict.py --update-doc
+
+##@ Proxy: the recipe on a real pretrained model (CPU)
+# SmolLM2-135M-Instruct (make base-model PROFILE=smollm2-135m), fine-tuned with the contest's stock recipe
+# (yaml/smollm2-135m.yaml: raw answers, LoRA r8 on wq,wv, lr 1e-5) and with the kit's recipe
+# (yaml/smollm2-135m-recipe.yaml: CoT targets, r64 on wq,wk,wv,wo, lr 1e-4) on the same records for the same
+# steps, then both and the base model evaluated on the same sets. The budget (docs/benchmarks.md says why):
+# greedy decoding without a KV cache re-runs the whole sequence per new token (~1-3 tokens/s per row here), so the
+# families are those whose CoT fits in ~76 tokens (add, sub: a third of the real test) and the eval sets are small.
+PROXY_RUN ?= $(RUNS)/proxy
+PROXY_PROFILE ?= smollm2-135m
+PROXY_FAMILIES ?= add,sub
+PROXY_STEPS ?= 64
+PROXY_BATCH ?= 8
+PROXY_SEQ ?= 144
+PROXY_SEED ?= 11
+PROXY_HELDOUT_PER_FAMILY ?= 8
+PROXY_CONTEST_PER_FAMILY ?= 8
+PROXY_SQUAD_N ?= 12
+PROXY_SQUAD_MAX_CHARS ?= 600
+PROXY_EVAL_BATCH ?= 16
+PROXY_SQUAD_BATCH ?= 12
+P := $(PROXY_RUN)
+PROXY_DIR = $(shell $(PY) tools/base_model.py dir --profile $(PROXY_PROFILE))
+PROXY_STEP = @printf '\n\033[1m== proxy %s\033[0m\n'
+# $(call proxy_math,model,checkpoint,token report,set): greedy predictions on sets/<set>.jsonl, scored per family
+define proxy_math
+	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/tokenizer.json \
+	  --template chat --token-report $(3) --batch-size $(PROXY_EVAL_BATCH) \
+	  --input $(P)/sets/$(4).jsonl --out $(P)/$(1)/eval/$(4)/predictions.jsonl
+	$(PY) tools/score_math.py --gold $(P)/sets/$(4).jsonl --pred $(P)/$(1)/eval/$(4)/predictions.jsonl \
+	  --out-dir $(P)/$(1)/eval/$(4) > /dev/null
+endef
+# $(call proxy_eval,model,checkpoint,token report): math (held-out, contest) and SQuAD predictions + scores
+define proxy_eval
+	$(call proxy_math,$(1),$(2),$(3),heldout)
+	$(call proxy_math,$(1),$(2),$(3),contest)
+	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/tokenizer.json \
+	  --batch-size $(PROXY_SQUAD_BATCH) --max-new-tokens 20 --min-new-tokens 1 \
+	  --input $(P)/sets/squad.jsonl --out $(P)/$(1)/eval/squad/predictions.jsonl
+	$(PY) tools/squad.py score --records $(P)/sets/squad.jsonl --pred $(P)/$(1)/eval/squad/predictions.jsonl \
+	  --out-dir $(P)/$(1)/eval/squad > /dev/null
+endef
+# $(call proxy_train,model,profile,recipe): make data + make train + make merge + exact parameter counts
+define proxy_train
+	@$(MAKE) --no-print-directory train PROFILE=$(2) RUN=$(P)/$(1) CHECKPOINTS= \
+	  TRAIN_ARGS="--steps $(PROXY_STEPS) --set model.model_config.seq_length=$(PROXY_SEQ)"
+	@$(MAKE) --no-print-directory merge PROFILE=$(2) RUN=$(P)/$(1)
+	$(PY) tools/count_params.py --config $(P)/$(1)/train/config.yaml --checkpoint $(P)/$(1)/adapter/adapter.ckpt \
+	  --out $(P)/$(1)/eval/params.json > /dev/null
+endef
+.PHONY: proxy proxy-run
+proxy: ## base model vs stock recipe vs kit recipe on SmolLM2-135M, one run (~90 min): docs/benchmarks.md + README
+	@$(MAKE) --no-print-directory setup
+	@$(MAKE) --no-print-directory base-model PROFILE=$(PROXY_PROFILE)
+	@rm -rf $(P) && mkdir -p $(P)
+	$(PY) tools/proxy.py timed --out $(P)/timing.json -- $(MAKE) --no-print-directory proxy-run
+	$(PY) tools/proxy.py report --run $(P) --doc docs/benchmarks.md --readme README.md --plot docs/proxy.png
+
+proxy-run: # the stages of `make proxy` (run by it, timed)
+	$(PROXY_STEP) "[1/5] sets: training records, held-out problems, contest and SQuAD subsets; data of both recipes"
+	@mkdir -p $(P)/sets
+	$(PY) tools/gen_math.py --n $$(($(PROXY_STEPS)*$(PROXY_BATCH))) --seed $(PROXY_SEED) --families $(PROXY_FAMILIES) \
+	  --out $(P)/sets/train.jsonl --no-progress
+	$(PY) tools/gen_math.py --n 400 --seed $$(($(PROXY_SEED)+1)) --families $(PROXY_FAMILIES) --out $(P)/sets/heldout_pool.jsonl --no-progress
+	$(PY) tools/proxy.py sample --input $(P)/sets/heldout_pool.jsonl --exclude $(P)/sets/train.jsonl \
+	  --families $(PROXY_FAMILIES) --per-family $(PROXY_HELDOUT_PER_FAMILY) --out $(P)/sets/heldout.jsonl
+	$(PY) tools/proxy.py sample --input tests/data/contest_sample.jsonl --families $(PROXY_FAMILIES) \
+	  --per-family $(PROXY_CONTEST_PER_FAMILY) --out $(P)/sets/contest.jsonl
+	$(PY) tools/squad.py prepare --dev tests/data/squad_dev_subset.json --out $(P)/sets/squad_all.jsonl
+	$(PY) tools/proxy.py sample --input $(P)/sets/squad_all.jsonl --n $(PROXY_SQUAD_N) \
+	  --max-context-chars $(PROXY_SQUAD_MAX_CHARS) --out $(P)/sets/squad.jsonl
+	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE) RUN=$(P)/stock RAW=$(P)/sets/train.jsonl RECIPE=stock \
+	  TEMPLATE=chat SEQ_LENGTH=$(PROXY_SEQ) DATA_ARGS="--no-progress"
+	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE)-recipe RUN=$(P)/recipe RAW=$(P)/sets/train.jsonl \
+	  RECIPE=cot TEMPLATE=chat SEQ_LENGTH=$(PROXY_SEQ) DATA_ARGS="--no-progress"
+	$(PROXY_STEP) "[2/5] the base model alone (the before picture; the SQuAD gate's reference)"
+	$(call proxy_eval,base,$(PROXY_DIR)/model.ckpt,$(P)/stock/data/data_report.json)
+	$(PROXY_STEP) "[3/5] the contest's stock recipe: raw answers, LoRA r8 wq|wv, lr 1e-5 (train, merge, eval)"
+	$(call proxy_train,stock,$(PROXY_PROFILE))
+	$(call proxy_eval,stock,$(P)/stock/folded/folded.ckpt,$(P)/stock/data/data_report.json)
+	$(PY) tools/squad.py gate --report $(P)/stock/eval/squad/squad_report.json \
+	  --base-report $(P)/base/eval/squad/squad_report.json --write || true
+	$(PROXY_STEP) "[4/5] the kit's recipe: CoT targets, LoRA r64 wq|wk|wv|wo, lr 1e-4 (train, merge, eval)"
+	$(call proxy_train,recipe,$(PROXY_PROFILE)-recipe)
+	$(call proxy_eval,recipe,$(P)/recipe/folded/folded.ckpt,$(P)/recipe/data/data_report.json)
+	$(PY) tools/squad.py gate --report $(P)/recipe/eval/squad/squad_report.json \
+	  --base-report $(P)/base/eval/squad/squad_report.json --write || true
+	$(PROXY_STEP) "[5/5] the comparison (tools/proxy.py report)"

@@ -249,27 +249,26 @@ def test_chat_template_must_start_with_bos_and_end_answers_with_eos(tmp_path):
             TM.encode_prompt(tok, "chat", "x")
 
 
-def test_unsupported_tokenizer_and_architecture(tmp_path):
+def metadata_only_gguf(path, arch, **fields):
+    """A GGUF file with only metadata: `add_<key>(value)` of the gguf writer for each field."""
     import gguf
 
-    path = tmp_path / "spm.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_tokenizer_model("llama")
-    w.add_token_list(["a", "b"])
+    w = gguf.GGUFWriter(str(path), arch)
+    for key, value in fields.items():
+        getattr(w, "add_" + key)(value)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return path
+
+
+def test_unsupported_tokenizer_and_architecture(tmp_path):
+    spm = metadata_only_gguf(tmp_path / "spm.gguf", "llama", tokenizer_model="llama", token_list=["a", "b"])
     with pytest.raises(KitError, match="tokenizer model 'llama' is not supported"):
-        G.gguf_tokenizer(G.open_gguf(path))
-    path = tmp_path / "gpt2arch.gguf"
-    w = gguf.GGUFWriter(str(path), "gpt2")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        G.gguf_tokenizer(G.open_gguf(spm))
     with pytest.raises(KitError, match="architecture 'gpt2' is not supported"):
-        G.llama_config(G.open_gguf(path))
+        G.llama_config(G.open_gguf(metadata_only_gguf(tmp_path / "gpt2arch.gguf", "gpt2")))
 
 
 # ------------------------------------------------------------------------------------------------ MindFormers
