@@ -252,22 +252,22 @@ bench: ## rerun the data, checkpoint and eval benchmarks into docs/benchmarks.md
 # SmolLM2-135M-Instruct (make base-model PROFILE=smollm2-135m), fine-tuned with the contest's stock recipe
 # (yaml/smollm2-135m.yaml: raw answers, LoRA r8 on wq,wv, lr 1e-5) and with the kit's recipe
 # (yaml/smollm2-135m-recipe.yaml: CoT targets, r64 on wq,wk,wv,wo, lr 1e-4) on the same records for the same
-# steps, then both and the base model evaluated on the same sets. The budget (docs/benchmarks.md says why):
+# steps, then both and the base model evaluated on the same sets. The budget (docs/base-models.md says why):
 # greedy decoding without a KV cache re-runs the whole sequence per new token (~1-3 tokens/s per row here), so the
 # families are those whose CoT fits in ~76 tokens (add, sub: a third of the real test) and the eval sets are small.
 PROXY_RUN ?= $(RUNS)/proxy
 PROXY_PROFILE ?= smollm2-135m
 PROXY_FAMILIES ?= add,sub
-PROXY_STEPS ?= 64
+PROXY_STEPS ?= 96
 PROXY_BATCH ?= 8
 PROXY_SEQ ?= 144
 PROXY_SEED ?= 11
 PROXY_HELDOUT_PER_FAMILY ?= 8
 PROXY_CONTEST_PER_FAMILY ?= 8
-PROXY_SQUAD_N ?= 12
+PROXY_SQUAD_N ?= 20
 PROXY_SQUAD_MAX_CHARS ?= 600
 PROXY_EVAL_BATCH ?= 16
-PROXY_SQUAD_BATCH ?= 12
+PROXY_SQUAD_BATCH ?= 10
 P := $(PROXY_RUN)
 PROXY_DIR = $(shell $(PY) tools/base_model.py dir --profile $(PROXY_PROFILE))
 PROXY_STEP = @printf '\n\033[1m== proxy %s\033[0m\n'

@@ -156,6 +156,8 @@ def import_gguf(gguf_path, out_dir, profile=None, unpermute=True):
         check_profile(mc, profile)
     table = params.base_param_table(dict(mc, param_init_type="float32"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / INFO).exists():  # until the new model.json is written, the folder holds no finished import
+        (out_dir / INFO).unlink()
     types = collections.Counter()
     shapes = []
     with CkptWriter(out_dir / CKPT) as w:

@@ -280,7 +280,10 @@ def gguf_tokenizer(reader):
                   "vocab": vocab, "merges": [" ".join(p) for p in pairs]},
     }
     text = json.dumps(spec, ensure_ascii=False)
-    Tokenizer.from_str(text)  # the tokenizers library accepts it (raises on a malformed spec)
+    try:
+        Tokenizer.from_str(text)  # the tokenizers library accepts it
+    except Exception as exc:  # noqa: BLE001 - the Rust error names the problem
+        raise KitError("%s: the tokenizers library rejects the vocabulary: %s" % (where, exc)) from None
 
     def token(key):
         idx = field(reader, key, None)

@@ -1,4 +1,6 @@
-"""Llama 3 tokenizer (tiktoken BPE) and a tiny byte-level BPE of the same shape for the CPU profile.
+"""Llama 3 tokenizer (tiktoken BPE), a tiny byte-level BPE of the same shape for the CPU profile, and the
+byte-level BPE of an imported model (`BPETokenizer`: Hugging Face tokenizers over the tokenizer.json +
+tokenizer_config.json that tools/base_model.py writes; docs/base-models.md).
 
 A tiktoken file is `base64(token bytes) rank` per line. Llama 3 puts 256 special tokens right after
 the ranks: <|begin_of_text|> (BOS), <|end_of_text|> (EOS), <|reserved_special_token_0|> (pad), ...,
