@@ -23,3 +23,23 @@ def run_tool(tool, *args, cwd=None, timeout=900, env=None):
 @pytest.fixture
 def tool():
     return run_tool
+
+
+# ---------------------------------------------------------------- a packaged submission (test_verify, test_hostile)
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A real submission (fixture run + package.py): <root>/sub/fx/ and fx.zip, built once per test module."""
+    import submission_fixtures
+
+    return submission_fixtures.build_submission(tmp_path_factory.mktemp("submission"))
+
+
+@pytest.fixture
+def sub(built, tmp_path):
+    """A private copy of the submission folder, free to tamper with."""
+    import shutil
+
+    dst = tmp_path / "fx"
+    shutil.copytree(str(built / "fx"), str(dst))
+    return dst

@@ -147,3 +147,55 @@ def build_run(root, seed=0, real_predict=0):
                        str(run / "train" / "config.yaml"), "--out", str(run / "eval" / "params.json")])
     random.seed(seed)
     return run
+
+
+# ---------------------------------------------------------------- a packaged submission and ways to tamper with it
+
+# the fixture's SQuAD gate (its 4-record model is no Llama3-8B): verify's default is the contest's 53.8832 / 39.7533
+FIXTURE_GATE = ["--squad-thresholds", "40", "20"]
+
+
+def build_submission(root, team="fx"):
+    """build_run + package.py -> root/sub/<team>/ and root/sub/<team>.zip (verified by package itself)."""
+    import package
+
+    run = build_run(root)
+    out = Path(root) / "sub"
+    assert package.main(["--team", team, "--run", str(run), "--out-dir", str(out)]) == 0
+    return out
+
+
+def load_manifest(sub):
+    return json.loads((Path(sub) / "manifest.json").read_text(encoding="utf-8"))
+
+
+def save_manifest(sub, m):
+    (Path(sub) / "manifest.json").write_text(json.dumps(m, indent=2), encoding="utf-8")
+
+
+def rehash(sub):
+    """What a forger does after editing files: rewrite the manifest's file list (sizes, sha256) to match."""
+    from lorakit import manifest as mf
+
+    m = load_manifest(sub)
+    m["files"] = mf.file_entries(sub, limits=mf.Limits(10 ** 6, 1 << 40, 1 << 40, 1 << 40))  # a forger has no limits
+    save_manifest(sub, m)
+
+
+def edit_lines(path, fn):
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    Path(path).write_text("".join(fn(lines)), encoding="utf-8")
+
+
+def run_verify(capsys, target, *extra):
+    """verify.main(target --json, with FIXTURE_GATE unless thresholds are given) -> (exit code, result, checks)."""
+    import verify
+
+    extra = list(extra) + (FIXTURE_GATE if "--squad-thresholds" not in extra else [])
+    rc = verify.main([str(target), "--json"] + extra)
+    out = json.loads(capsys.readouterr().out)
+    return rc, out, {c["check"]: c for c in out["checks"]}
+
+
+def failed(checks):
+    return {name: c["detail"] for name, c in checks.items() if c["status"] == "FAIL"}

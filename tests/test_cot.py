@@ -93,6 +93,22 @@ def test_unrecognised_problem():
 
 # ------------------------------------------------------------------------------------------ round:N
 
+@pytest.mark.parametrize("recipe", ["cot", "round:2", "round:1"])
+def test_recipe_targets_score_as_correct_answers(sample, recipe):
+    """A recipe's own target, as a completion, must be a correct answer under the headline prediction-precision
+    policy for every real record: a target the scorer counts wrong teaches the model a wrong answer (rounded
+    E-notation mantissas did, once the scorer stopped letting E-notation widen the precision)."""
+    from lorakit.metrics import record_id, score_predictions
+
+    gold = [r for r, _ in sample]
+    preds = [{"id": record_id(r, i), "completion": cot.rewrite(recipe, r, p)}
+             for i, (r, p) in enumerate(sample, 1)]
+    rep = score_predictions(gold, preds)
+    got = rep["policies"]["prediction-precision"]["correct"]
+    misses = [m for m in rep.get("sample_misses", [])][:3]
+    assert got == len(gold), (got, misses)
+
+
 @pytest.mark.parametrize("problem,n,want", [
     ("计算 5073.46 / -1586.04 等于多少？", 2, "5073.46 / -1586.04 = -3.20"),
     ("计算 5073.46 / -1586.04 等于多少？", 0, "5073.46 / -1586.04 = -3"),
@@ -103,7 +119,8 @@ def test_unrecognised_problem():
     ("计算 0.01 * 0.01 等于多少？", 2, "0.01 * 0.01 = 0.00"),                 # no "-0.00" either
     ("计算 -0.01 * 0.01 等于多少？", 2, "-0.01 * 0.01 = 0.00"),
     ("求以下数据的平均值：[20, 12, 72, 21, 95, 39]", 2, "平均值为 43.17"),
-    ("当 x = 7.59 时，求函数 y = 68x^95 的值", 2, "函数的值为：2.85E+85"),      # E-notation keeps E-notation
+    # E-notation with a positive exponent is left whole: a rounded mantissa rounds above the units digit
+    ("当 x = 7.59 时，求函数 y = 68x^95 的值", 2, "函数的值为：2.854155448324274205322988364E+85"),
     ("当 x = 0.54 时，求函数 y = 86x^90 的值", 1, "函数的值为：7.1E-23"),
     ("一个长方形的长为 54 厘米，宽为 44 厘米，请计算其面积。", 0, "面积为 2376 平方厘米"),
     ("去年销售额为 10 万元，今年销售额增加了 12%，请计算今年的销售额。", 2, "11.2"),  # 11.200000000000001
@@ -206,8 +223,10 @@ EXPECTED = {
                                "500/200=2.5", "答案：2.5"],
     "当 x = 3.73 时，求函数 y = 95x^1 的值": ["y=95*3.73=354.35", "答案：354.35"],
     "当 x = 9.80 时，求函数 y = 75x^1 的值": ["y=75*9.80=735.00", "答案：735.00"],
-    "当 x = 7.59 时，求函数 y = 68x^95 的值": ["y=68*7.59^95", "答案：2.8542E+85"],
-    "当 x = 7.27 时，求函数 y = 23x^24 的值": ["y=23*7.27^24", "答案：1.0928E+22"],
+    # past 5 steps: 5 significant digits, never above the units digit; the gold itself when it is E-notation
+    "当 x = 7.59 时，求函数 y = 68x^95 的值": ["y=68*7.59^95", "答案：2.854155448324274205322988364E+85"],
+    "当 x = 7.27 时，求函数 y = 23x^24 的值": ["y=23*7.27^24", "答案：10928327378453219681595"],
+    "当 x = 0.54 时，求函数 y = 86x^90 的值": ["y=86*0.54^90", "答案：7.0784E-23"],
     "求以下数据的平均值：[20, 12, 72, 21, 95, 39]": [
         "20+12=32", "32+72=104", "104+21=125", "125+95=220", "220+39=259", "平均值=259/6", "答案：43.1667"],
     "求以下数据的平均值：[30, 9, 95, 93]": ["30+9=39", "39+95=134", "134+93=227", "平均值=227/4", "答案：56.75"],

@@ -42,3 +42,7 @@ def test_make_demo_small_end_to_end(tmp_path):
     # the one-screen summary closes the run
     assert "make demo:" in res.stdout and "says nothing about Llama3-8B" in res.stdout
     assert "verify: PASS" in res.stdout
+    # verify (with its inference re-run) ran once; the summary ends with the time of each of the 7 stages
+    assert res.stdout.count("running tools/predict.py") == 1 and res.stdout.count("PASS rerun") == 1
+    times = res.stdout[res.stdout.index("time per stage:"):].splitlines()
+    assert [t.split()[0] for t in times[1:8]] == ["[%d/7]" % k for k in range(1, 8)] and "total" in times[8]

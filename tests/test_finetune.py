@@ -134,7 +134,7 @@ def test_two_workers_data_parallel_under_msrun(data, tmp_path):
     res = launch(["--workers", "2", "--master-port", str(free_port())],
                  ["--config", "tiny", "--train-data", str(data), "--run-dir", str(run_dir), "--steps", "6",
                   "--set", "use_parallel=True", "--set", "parallel_config.data_parallel=2",
-                  "--set", "callbacks.1.save_checkpoint_steps=6"])
+                  "--set", "callbacks.1.save_checkpoint_steps=3"])
     assert res.returncode == 0, res.stderr[-4000:]
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["world_size"] == 2 and rec["status"] == "finished"
@@ -152,6 +152,64 @@ def test_two_workers_data_parallel_under_msrun(data, tmp_path):
     assert [r["step"] for r in r0] == [r["step"] for r in r1] == list(range(1, 7))
     assert [r["loss"] for r in r0] != [r["loss"] for r in r1]
     assert (run_dir / "logs" / "scheduler.log").is_file()
+
+    # --resume of a multi-rank run: both ranks continue from the newest step every rank saved, each loading its
+    # own file through MindFormers' per-rank folder layout (output/resume/step<N>/rank_<r>/)
+    c0.unlink()
+    c1.unlink()
+    res = launch(["--workers", "2", "--master-port", str(free_port())],
+                 ["--config", "tiny", "--train-data", str(data), "--run-dir", str(run_dir), "--steps", "6",
+                  "--set", "use_parallel=True", "--set", "parallel_config.data_parallel=2",
+                  "--set", "callbacks.1.save_checkpoint_steps=3", "--resume"])
+    assert res.returncode == 0, res.stderr[-4000:]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "finished" and rec["resume_from"]["step"] == 3
+    resume_dir = run_dir / "output" / "resume" / "step000003"
+    assert rec["resume_from"]["path"] == str(resume_dir)
+    for r in (0, 1):
+        assert [p.name for p in (resume_dir / ("rank_%d" % r)).iterdir()] == ["tiny_rank_%d-step000003-epoch1.ckpt" % r]
+    assert c0.is_file() and c1.is_file()
+    np.testing.assert_array_equal(*[lora_tensors(c)["model.layers.0.attention.wq.mindpet_delta_lora_b"]
+                                    for c in (c0, c1)])
+    assert [r["step"] for r in read_loss(run_dir / "loss.jsonl")] == list(range(1, 7))
+
+
+def test_resume_of_a_4_rank_model_parallel_run(tmp_path, monkeypatch):
+    """A fabricated output of the recipe's dp1/mp4 run: each rank holds its quarter of every split weight. --resume
+    must give MindFormers the per-rank folder layout (it compiles the sharded network, then loads rank r's own
+    shard), at a step every rank saved; one rank's file handed over as a whole checkpoint cannot load."""
+    from mindformers.trainer.utils import check_path_include_total_ckpt, load_distributed_checkpoint
+
+    from lorakit import ckpt_io
+
+    root = tmp_path / "output" / "checkpoint"
+    for r in range(4):
+        d = root / ("rank_%d" % r)
+        d.mkdir(parents=True)
+        for step in (400, 800) if r != 3 else (400,):  # rank 3 died before its step-800 save
+            table = {"model.layers.0.attention.wq.weight": ((4096 // 4, 4096), "float32"),
+                     "model.norm_out.weight": ((4096,), "float32")}
+            ckpt_io.write_synthetic(d / ("llama3_8b_rank_%d-step%06d-epoch1.ckpt" % (r, step)), table, seed=r)
+    loads = set()
+    for r in range(4):
+        step, epoch, load = finetune.resume_point(root, r, 4)
+        assert (step, epoch) == (400, 1)
+        loads.add(load)
+        assert not check_path_include_total_ckpt(str(load))  # MindFormers compiles (shards) before it loads
+        monkeypatch.setenv("RANK_ID", str(r))
+        shard = load_distributed_checkpoint(str(load))
+        assert tuple(shard["model.layers.0.attention.wq.weight"].shape) == (1024, 4096)
+        np.testing.assert_array_equal(shard["model.norm_out.weight"].asnumpy(), ckpt_io.read_ckpt(
+            root / ("rank_%d" % r) / ("llama3_8b_rank_%d-step000400-epoch1.ckpt" % r))["model.norm_out.weight"].array)
+    assert loads == {tmp_path / "output" / "resume" / "step000400"}
+    # one process: the newest file itself, as before
+    assert finetune.resume_point(root, 0, 1)[0] == 800
+    # a rank whose folder is not on this disk (another node): refused in one line
+    import shutil
+
+    shutil.rmtree(str(root / "rank_2"))
+    with pytest.raises(KitError, match=r"no kit checkpoint in .*rank_2: a 4-rank run resumes only when every rank"):
+        finetune.resume_point(root, 0, 4)
 
 
 def test_checkpoint_plan_for_the_recipe():

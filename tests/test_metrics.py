@@ -71,7 +71,8 @@ def test_prompt_numbers_never_used():
 
 
 def test_decimals_written():
-    assert find_numbers("2.85E+85")[0].decimals == 2 - 85
+    assert find_numbers("2.85E+85")[0].decimals == 0  # written out in full it is an integer: no wider than units
+    assert find_numbers("0e5")[0].decimals == 0
     assert find_numbers("1.5e-5")[0].decimals == 6
     assert find_numbers("9603.20")[0].decimals == 2
     assert find_numbers("3/4")[0].decimals is None
@@ -100,10 +101,11 @@ def test_policies():
     assert v["exact"] and v["prediction-precision"] and v["tolerance"]
     v = verdict("21.24", "21.240000000000002")
     assert not v["exact"] and v["prediction-precision"]
+    # E-notation never widens the precision beyond the units of the value written out in full
     v = verdict("2.85E+85", "2.851234E+85")
-    assert v["prediction-precision"] and not v["exact"]
-    v = verdict("2.86E+85", "2.851234E+85")
-    assert not v["prediction-precision"]
+    assert not v["prediction-precision"] and not v["exact"]
+    assert verdict("2.851234E+85", "2.851234E+85")["exact"]
+    assert not verdict("0e5", "12345.67")["prediction-precision"] and not verdict("0e1000", "3.5")["tolerance"]
     # a tie rounds either way
     assert verdict("0.12", "0.125")["prediction-precision"] and verdict("0.13", "0.125")["prediction-precision"]
     # integer answers to non-integer golds pass prediction-precision but are flagged
@@ -112,8 +114,10 @@ def test_policies():
     v = verdict("4", "3.5000001")
     assert v["prediction-precision"] and v["integer_rounded"] and not verdict("4", "3.4999")["prediction-precision"]
     assert not verdict("3", "3.0")["integer_rounded"]          # gold is an integer: nothing gamed
-    v = verdict("1.3629E+18", "1362919702540233528.242112492")      # significant digits, not an integer answer
-    assert v["prediction-precision"] and not v["integer_rounded"] and not v["exact"]
+    v = verdict("1.3629E+18", "1362919702540233528.242112492")      # 5 significant digits are not the answer
+    assert not v["prediction-precision"] and not v["exact"]
+    v = verdict("1.3629195E+3", "1362.9195024")                      # = 1362.9195: 4 decimals written
+    assert v["prediction-precision"] and not v["integer_rounded"]
     # tolerance is relative, absolute at zero
     assert verdict("100.009", "100", 1e-4)["tolerance"] and not verdict("100.02", "100", 1e-4)["tolerance"]
     assert verdict("0.00001", "0", 1e-4)["tolerance"] and not verdict("0.001", "0", 1e-4)["tolerance"]

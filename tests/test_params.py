@@ -111,8 +111,8 @@ MF_CASES = [
     {"model.model_config.pet_config.target_modules": "w.*"},
     {"model.model_config.pet_config.target_modules": ".*attention.*"},
     {"model.model_config.pet_config.target_modules": ".*w[13]",
-     "model.model_config.pet_config.exclude_layers": ["1"]},
-    {"model.model_config.pet_config.freeze_exclude": ["*norm*"]},
+     "+model.model_config.pet_config.exclude_layers": ["1"]},  # `+`: a key the profile does not have
+    {"+model.model_config.pet_config.freeze_exclude": ["*norm*"]},
 ]
 
 

@@ -16,53 +16,9 @@ import submission_fixtures as sf
 import verify
 from lorakit import manifest as mf
 
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    import package
-
-    root = tmp_path_factory.mktemp("verify")
-    run = sf.build_run(root)
-    out = root / "sub"
-    assert package.main(["--team", "fx", "--run", str(run), "--out-dir", str(out)]) == 0
-    return out
-
-
-@pytest.fixture
-def sub(built, tmp_path):
-    dst = tmp_path / "fx"
-    shutil.copytree(str(built / "fx"), str(dst))
-    return dst
-
-
-def run_verify(capsys, target, *extra):
-    rc = verify.main([str(target), "--json"] + list(extra))
-    out = json.loads(capsys.readouterr().out)
-    checks = {c["check"]: c for c in out["checks"]}
-    return rc, out, checks
-
-
-def failed(checks):
-    return {name: c["detail"] for name, c in checks.items() if c["status"] == "FAIL"}
-
-
-def load_manifest(sub):
-    return json.loads((sub / "manifest.json").read_text(encoding="utf-8"))
-
-
-def save_manifest(sub, m):
-    (sub / "manifest.json").write_text(json.dumps(m, indent=2), encoding="utf-8")
-
-
-def rehash(sub):
-    m = load_manifest(sub)
-    m["files"] = mf.file_entries(sub)
-    save_manifest(sub, m)
-
-
-def edit_lines(path, fn):
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    path.write_text("".join(fn(lines)), encoding="utf-8")
+FIXTURE_GATE = sf.FIXTURE_GATE
+run_verify, failed = sf.run_verify, sf.failed
+load_manifest, save_manifest, rehash, edit_lines = sf.load_manifest, sf.save_manifest, sf.rehash, sf.edit_lines
 
 
 # ---------------------------------------------------------------- the untouched submission
@@ -81,7 +37,7 @@ def test_clean_folder_and_zip_verify(built, capsys):
 
 
 def test_human_output_one_line_per_check(built, capsys):
-    rc = verify.main([str(built / "fx")])
+    rc = verify.main([str(built / "fx")] + FIXTURE_GATE)
     text = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
     assert text[-1].endswith("VERIFIED") and "0 failed" in text[-1]
@@ -109,8 +65,8 @@ def test_accuracy_plus_001_in_manifest(sub, capsys):
     rc, _, checks = run_verify(capsys, sub)
     assert rc == 1
     assert set(failed(checks)) == {"math"}
-    assert "prediction-precision accuracy: manifest says 0.76" in checks["math"]["detail"]
-    assert "recomputed 0.750000 (18/24)" in checks["math"]["detail"]
+    assert "manifest metrics.math.policies.prediction-precision.accuracy=0.76, recomputed 0.75" in \
+        checks["math"]["detail"]
 
 
 def test_prediction_removed(sub, capsys):
@@ -138,7 +94,7 @@ def test_ratio_edited(sub, capsys):
     save_manifest(sub, m)
     rc, _, checks = run_verify(capsys, sub)
     assert rc == 1
-    assert "ratio_exact: weights give 0.0139825218, manifest says 0.0013982522" in checks["ratio"]["detail"]
+    assert "manifest params.ratio_exact=0.0013982522, recomputed 0.0139825218" in checks["ratio"]["detail"]
     assert checks["score"]["status"] == "PASS"  # score is recomputed from the weights' ratio, not the manifest's
 
 
@@ -147,7 +103,7 @@ def test_trainable_edited(sub, capsys):
     m["params"]["trainable"] = 1792
     save_manifest(sub, m)
     rc, _, checks = run_verify(capsys, sub)
-    assert rc == 1 and "trainable: weights give 3584, manifest says 1792" in checks["ratio"]["detail"]
+    assert rc == 1 and "manifest params.trainable=1792, recomputed 3584" in checks["ratio"]["detail"]
 
 
 def test_required_schema_field_missing(sub, capsys):
@@ -211,7 +167,7 @@ def test_absolute_and_oversized_members(sub, tmp_path, capsys):
     rc, _, checks = run_verify(capsys, z2, "--max-member-bytes", "20000")
     assert rc == 1 and "over the per-file limit of 20000" in checks["input"]["detail"]
     rc, _, checks = run_verify(capsys, z2, "--max-members", "5")
-    assert rc == 1 and "members, over the limit of 5" in checks["input"]["detail"]
+    assert rc == 1 and "members announced, over the limit of 5" in checks["input"]["detail"]
 
 
 # ---------------------------------------------------------------- more re-derived numbers
@@ -230,8 +186,8 @@ def test_squad_and_score_edits(sub, capsys):
     save_manifest(sub, m)
     rc, _, checks = run_verify(capsys, sub)
     assert rc == 1
-    assert "F1: manifest says 70.0, recomputed 65.2273" in checks["squad"]["detail"]
-    assert "value: manifest says" in checks["score"]["detail"]
+    assert "manifest metrics.squad.f1=70.0, recomputed 65.2272727" in checks["squad"]["detail"]
+    assert "manifest metrics.score.value=0.82180524" in checks["score"]["detail"]
 
 
 def test_squad_gate_with_judge_thresholds(sub, capsys):

@@ -902,6 +902,9 @@ def main(argv=None):
         args.recipe = parse_recipe(args.recipe).name
     if getattr(args, "n", None) is not None and args.n < 1:
         raise KitError("--n must be >= 1")
+    src = getattr(args, "input", None)
+    if isinstance(src, str) and src != "-" and not Path(src).is_file():
+        raise KitError("%s: %s" % (src, "is a folder, not a file" if Path(src).is_dir() else "no such file"))
     return args.func(args)
 
 

@@ -95,8 +95,14 @@ def resolve(args):
         if args.steps < 1:
             raise KitError("--steps must be >= 1")
         cfg["runner_config"]["epochs"] = 1
-        if int(get_path(cfg, "lr_schedule.total_steps", -1) or -1) == -1:
-            cfg["lr_schedule"]["total_steps"] = args.steps  # the schedule ends where the short run does
+        sched = cfg.setdefault("lr_schedule", {})
+        sched["total_steps"] = args.steps  # the schedule ends where the short run does
+        warmup = sched.get("warmup_steps")
+        if sched.get("warmup_ratio") is None and isinstance(warmup, int) and warmup >= args.steps:
+            # MindFormers refuses warmup_steps > total_steps (deep inside the Trainer); keep the warmup inside the run
+            sched["warmup_steps"] = args.steps // 10
+            print("finetune: --steps %d: lr_schedule.warmup_steps %d -> %d (the warmup must end inside the run)"
+                  % (args.steps, warmup, sched["warmup_steps"]), file=sys.stderr)
     cfg["output_dir"] = str(run_dir / "output")
     cfg["run_mode"] = "finetune"
     mc = model_config(cfg)
@@ -177,6 +183,40 @@ def latest_checkpoint(ckpt_root, rank):
     return found[-1]
 
 
+def resume_point(ckpt_root, rank, world):
+    """(step, epoch, what to load) for --resume. One process: the newest checkpoint file of rank_0. Several: the
+    newest step saved by every rank (a rank that died before its last save holds back the others), laid out the
+    way MindFormers loads a distributed checkpoint, RESUME_DIR/rank_<r>/<that rank's file> (a link), and that
+    directory is what is loaded: MindFormers then compiles the sharded network first and loads each rank's own
+    shard. Given one rank's file instead, it loads it before compiling, into the full-shape parameters, and a
+    model-parallel shard does not fit."""
+    if world <= 1:
+        return latest_checkpoint(ckpt_root, rank)
+    by_rank = {}
+    for r in range(world):
+        by_rank[r] = {step: (epoch, path) for step, epoch, path in list_checkpoints(Path(ckpt_root) / ("rank_%d" % r))}
+        if not by_rank[r]:
+            raise KitError("--resume: no kit checkpoint in %s: a %d-rank run resumes only when every rank's folder "
+                           "holds its checkpoints (one node, or a shared output disk)"
+                           % (Path(ckpt_root) / ("rank_%d" % r), world))
+    common = set.intersection(*(set(steps) for steps in by_rank.values()))
+    if not common:
+        raise KitError("--resume: the %d ranks share no saved step (%s)" % (world, ", ".join(
+            "rank_%d: %s" % (r, sorted(steps)) for r, steps in sorted(by_rank.items()))))
+    step = max(common)
+    epoch, own = by_rank[rank][step]
+    resume_dir = Path(ckpt_root).parent / "resume" / ("step%06d" % step)
+    link_dir = resume_dir / ("rank_%d" % rank)
+    link_dir.mkdir(parents=True, exist_ok=True)
+    for old in link_dir.iterdir():  # exactly one file: MindFormers takes the newest .ckpt of the folder
+        old.unlink()
+    try:
+        os.link(str(own), str(link_dir / own.name))  # same disk: no copy, and nothing to dangle
+    except OSError:
+        os.symlink(os.path.relpath(str(own), str(link_dir)), str(link_dir / own.name))
+    return step, epoch, resume_dir
+
+
 def scheduler_only(cfg):
     """msrun also runs this script as the scheduler (MS_ROLE=MS_SCHED): it only serves the cluster and never
     returns from init(); nothing is recorded by it."""
@@ -237,7 +277,7 @@ def main(argv=None):
     base_ckpt = cfg.get("load_checkpoint") or ""
     load, resume_from = base_ckpt, None
     if args.resume:
-        step, epoch, path = latest_checkpoint(ckpt_root, rank)
+        step, epoch, path = resume_point(ckpt_root, rank, world if cfg.get("use_parallel") else 1)
         total = plan["total_steps"] if plan else total_steps(cfg, data_rows(get_path(
             cfg, "train_dataset.data_loader.dataset_dir")), args.steps)[0]
         if step >= total:

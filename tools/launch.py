@@ -9,10 +9,15 @@ The worker command follows `--`. Its own flags (--config, --set, --train-data, -
 read for the preflight checks, so nothing is typed twice. Preflight (all before anything starts): the master port
 is free, data_parallel x model_parallel x pipeline_stage of the resolved config equals the worker count, the data
 file (and its .db index) and the checkpoint exist, the tokenizer size equals model vocab_size and the data's token
-ids fit in it. Workers run with this Python's bin directory first on PATH (msrun starts `python` from PATH).
-While the job runs, step and loss are read from the worker logs; on failure the last lines of the failing worker's
-log and of scheduler.log are printed and the exit status is non-zero. With --workers 1 (and no --msrun) the
-command runs directly, without msrun, with the same logs, progress and checks.
+ids fit in it. Workers run as `python SCRIPT` (the interpreter word every msrun accepts; MindSpore 2.3's may refuse
+`python3`) with a directory first on PATH where `python` is this interpreter, with what the contest fork's
+launchers set: HCCL_BUFFSIZE=2 (MB of HCCL buffer, unless already set) and `ulimit -u unlimited` (or the hard limit).
+While the job runs, step and loss are read from the worker logs, and a watchdog follows the worker processes: when
+one dies (exits with a traceback or an error line), or exits while the others are still running --straggler-timeout seconds later
+(an HCCL peer waiting for a dead rank hangs until HCCL's own timeout), it stops the other workers and msrun at once.
+On failure the last lines of the dead (or failing) worker's log and of scheduler.log are printed and the exit status
+is non-zero. With --workers 1 (and no --msrun) the command runs directly, without msrun, with the same logs, progress
+and checks.
 Multi-node: run the same command on every node with --workers TOTAL --local-workers PER_NODE
 --master-addr NODE0_IP --node-rank K (see docs/train.md).
 """
@@ -29,13 +34,16 @@ import sys
 import time
 from pathlib import Path
 
-from lorakit.config import get_path, load_config
+from lorakit.config import device_count, get_path, load_config
 from lorakit.io import KitError, run_main
 from lorakit.runrecord import random_init_problem
 
 _MF_LOSS_RE = re.compile(r"Epoch:\[\s*(\d+)/\s*(\d+)\], step:\[\s*(\d+)/\s*(\d+)\], loss:\s*\[?\s*([-+0-9.eEnaif]+)")
 _KIT_LOSS_RE = re.compile(r"lorakit-step step=(\d+)/(\d+) epoch=(\d+) loss=(\S+) lr=(\S+)")
 _ERROR_RE = re.compile(r"Traceback \(most recent call last\)|\bError\b|ERROR|CRITICAL")
+# a worker that exited with one of these in its log tail failed: an uncaught exception, a kit tool's one-line
+# error (lorakit.io.run_main), a fatal MindSpore log line (plain ERROR lines also appear in runs that finish)
+_DIED_RE = re.compile(r"Traceback \(most recent call last\)|^\S+\.py: error: |\[CRITICAL\]", re.M)
 
 
 def venv_bin():
@@ -78,13 +86,54 @@ def resolve_workers(value, flags):
         return n
     if not flags.config:
         return 1
-    cfg = load_config(flags.config, flags.set)
-    if not cfg.get("use_parallel"):
-        return 1
-    n = 1
-    for key in ("data_parallel", "model_parallel", "pipeline_stage"):
-        n *= int(get_path(cfg, "parallel_config." + key, 1) or 1)
-    return n
+    return device_count(load_config(flags.config, flags.set))
+
+
+# the contest fork's msrun_launcher.sh: `export HCCL_BUFFSIZE=2 # HCCL memory usage`
+HCCL_BUFFSIZE = "2"
+INTERPRETER_WORD = "python"
+
+
+def python_dir(log_dir):
+    """A directory in which `python` runs this interpreter: its own bin (a venv or conda env: `python` next to
+    `python3`), else LOG_DIR/.python (a one-line `exec` script written by run_job)."""
+    here = Path(venv_bin())
+    candidate = here / INTERPRETER_WORD
+    try:
+        if candidate.is_file() and os.path.samefile(str(candidate), sys.executable):
+            return str(here)
+    except OSError:
+        pass
+    return str(Path(log_dir).absolute() / ".python")
+
+
+def write_python_shim(directory):
+    """LOG_DIR/.python/python: runs this interpreter by its path as given (a venv keeps its site-packages)."""
+    d = Path(directory)
+    shim = d / INTERPRETER_WORD
+    if d.name != ".python" or shim.is_file():
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    shim.write_text("#!/bin/sh\nexec %s \"$@\"\n" % shlex.quote(str(Path(sys.executable).absolute())))
+    shim.chmod(0o755)
+
+
+def raise_process_limit():
+    """`ulimit -u unlimited` as the fork's launchers do before msrun (a 4-rank job spawns thousands of threads),
+    falling back to the hard limit when unlimited is not allowed. Returns the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not on Linux/macOS
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    for limits in ((resource.RLIM_INFINITY, resource.RLIM_INFINITY), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NPROC, limits)
+            break
+        except (ValueError, OSError):
+            continue
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else soft
 
 
 def build_command(args, cmd):
@@ -101,12 +150,12 @@ def build_command(args, cmd):
     if args.node_rank is not None:
         argv.append("--node_rank=%d" % args.node_rank)
     argv += ["--log_dir=%s" % args.log_dir, "--join=True", "--cluster_time_out=%d" % args.cluster_timeout]
-    # msrun starts `python SCRIPT` (or the interpreter named first): name ours, found first on PATH below
-    exe = Path(sys.executable).name
-    if script.endswith(".py") and exe in ("python", "python3"):
-        argv.append(exe)
+    # msrun starts `python SCRIPT`; name that word, and make it this interpreter by the PATH below
+    if script.endswith(".py"):
+        argv.append(INTERPRETER_WORD)
     argv += [script] + cmd[1:]
-    return argv, {"PATH": venv_bin() + os.pathsep + os.environ.get("PATH", "")}
+    return argv, {"PATH": python_dir(args.log_dir) + os.pathsep + os.environ.get("PATH", ""),
+                  "HCCL_BUFFSIZE": os.environ.get("HCCL_BUFFSIZE", HCCL_BUFFSIZE)}
 
 
 # ----------------------------------------------------------------------------------------------- preflight
@@ -332,9 +381,9 @@ def failing_log(log_dir):
     return max((p for _, p in logs), key=lambda p: p.stat().st_mtime)
 
 
-def report_failure(log_dir, rc, lines):
+def report_failure(log_dir, rc, lines, worker=None):
     print("launch: job failed (exit status %s); logs in %s" % (rc, log_dir), file=sys.stderr)
-    worker = failing_log(log_dir)
+    worker = worker or failing_log(log_dir)
     for path in [worker, Path(log_dir) / "scheduler.log", Path(log_dir) / "msrun.log"]:
         if path is None or not Path(path).is_file():
             continue
@@ -348,7 +397,7 @@ def report_failure(log_dir, rc, lines):
 class Progress:
     """Step/loss of the lowest rank: a tqdm bar on a terminal, a line every `every` seconds otherwise."""
 
-    def __init__(self, quiet, every=15.0):
+    def __init__(self, quiet, every=15.0, clock=time.time):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.every = every
@@ -356,6 +405,24 @@ class Progress:
         self.last_print = 0.0
         self.last = {}
         self.kit_ranks = set()
+        self.clock = clock
+        self.start = clock()
+        self.first = None  # (time, step) of the first step seen: compile time is not counted in steps/s
+
+    def timing(self, step, total):
+        """'elapsed 1:02:03, 2.41 steps/s, ETA 0:12:00' (rate from the first step seen, so compiling and loading
+        the checkpoint do not count; no rate or ETA before two steps)."""
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, step)
+        text = "elapsed %s" % _hms(now - self.start)
+        t0, s0 = self.first
+        if step > s0 and now > t0:
+            rate = (step - s0) / (now - t0)
+            text += ", %.3g steps/s" % rate
+            if total and total > step:
+                text += ", ETA %s" % _hms((total - step) / rate)
+        return text
 
     def update(self, rank, step, total, loss, kind):
         if kind == "kit":
@@ -365,6 +432,8 @@ class Progress:
         self.last[rank] = (step, total, loss)
         if self.quiet or rank != min(self.last):
             return
+        if self.first is None:
+            self.first = (self.clock(), step)
         if self.tty:
             if self.bar is None:
                 from tqdm import tqdm
@@ -375,17 +444,118 @@ class Progress:
             self.bar.n = step
             self.bar.set_postfix_str("loss %.4f" % loss, refresh=False)
             self.bar.refresh()
-        elif time.time() - self.last_print >= self.every or (total and step >= total):
-            self.last_print = time.time()
-            print("launch: step %d/%s loss %.4f" % (step, total or "?", loss), file=sys.stderr, flush=True)
+        elif self.clock() - self.last_print >= self.every or (total and step >= total):
+            self.last_print = self.clock()
+            print("launch: step %d/%s loss %.4f, %s" % (step, total or "?", loss, self.timing(step, total)),
+                  file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
         for rank in sorted(self.last):
             step, total, loss = self.last[rank]
-            print("launch: rank %d reached step %d/%s, last loss %.4f" % (rank, step, total or "?", loss),
+            print("launch: rank %d reached step %d/%s, last loss %.4f (%s)" % (rank, step, total or "?", loss,
+                                                                           self.timing(step, None)),
                   file=sys.stderr)
+
+
+def _hms(seconds):
+    seconds = int(round(max(0.0, seconds)))
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+class Watchdog:
+    """Follows the worker processes msrun starts (the first of its descendants whose stdout is
+    LOG_DIR/worker_<rank>.log, found in /proc) and decides when the job is lost: a worker died and its log ends in an error, or a worker left while
+    others were still running `straggler_timeout` seconds later. msrun of some MindSpore versions waits for every
+    worker whatever happens, and ranks waiting on a dead peer in an HCCL collective hang until HCCL's own timeout.
+    Linux only (/proc); elsewhere it never triggers."""
+
+    def __init__(self, msrun_pid, log_dir, straggler_timeout=600.0, tail_lines=40):
+        self.msrun_pid = msrun_pid
+        self.log_dir = Path(log_dir).absolute()
+        self.straggler_timeout = straggler_timeout
+        self.tail_lines = tail_lines
+        self.workers = {}  # rank -> pid
+        self.gone = {}  # rank -> (time it left, failed)
+        self.dead = None  # (rank, reason) once triggered
+
+    def _descendants(self):
+        """msrun's descendants, parents before children (msrun may be a wrapper around the real launcher)."""
+        parent = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        out, frontier = [], [self.msrun_pid]
+        while frontier:
+            kids = sorted(pid for pid, ppid in parent.items() if ppid in frontier)
+            out += kids
+            frontier = kids
+        return out
+
+    def _rank_of(self, pid):
+        try:
+            target = os.readlink("/proc/%d/fd/1" % pid)
+        except OSError:
+            return None
+        m = re.match(r"worker_(\d+)\.log$", os.path.basename(target))
+        if m and Path(target).parent == self.log_dir:
+            return int(m.group(1))
+        return None
+
+    @staticmethod
+    def alive(pid):
+        try:
+            state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    def log_of(self, rank):
+        return self.log_dir / ("worker_%d.log" % rank)
+
+    def check(self, now=None):
+        """Poll once; returns (rank, reason) when the job is lost, else None."""
+        if self.dead is not None or not Path("/proc").is_dir():
+            return self.dead
+        now = time.time() if now is None else now
+        for pid in self._descendants():  # the first process writing worker_<r>.log is rank r's worker
+            rank = self._rank_of(pid)
+            if rank is not None and rank not in self.workers:
+                self.workers[rank] = pid
+        for rank, pid in self.workers.items():
+            if rank not in self.gone and not self.alive(pid):
+                tail_text = "\n".join(tail(self.log_of(rank), self.tail_lines))
+                self.gone[rank] = (now, bool(_DIED_RE.search(tail_text)))
+        running = [r for r in self.workers if r not in self.gone]
+        if not running:
+            return None  # all left (or none seen yet): msrun's own exit status tells
+        for rank, (when, failed) in sorted(self.gone.items()):
+            if failed:
+                self.dead = (rank, "it exited with an error")
+            elif self.straggler_timeout and now - when >= self.straggler_timeout:
+                self.dead = (rank, "it exited %.0f s ago and %d other worker(s) still run (hung on a lost peer?)"
+                             % (now - when, len(running)))
+            if self.dead:
+                return self.dead
+        return None
+
+    def stop_others(self, grace=10.0):
+        """SIGTERM to every still running worker's process group (msrun starts each in its own session), SIGKILL
+        after `grace` seconds. Returns how many were running."""
+        running = [pid for r, pid in self.workers.items() if r not in self.gone and self.alive(pid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in running:
+                try:
+                    os.killpg(os.getpgid(pid), sig)
+                except OSError:
+                    pass
+            deadline = time.time() + grace
+            while sig == signal.SIGTERM and time.time() < deadline and any(self.alive(p) for p in running):
+                time.sleep(0.2)
+        return len(running)
 
 
 def archive_logs(log_dir):
@@ -407,25 +577,44 @@ def archive_logs(log_dir):
     return dest
 
 
-def run_job(argv, env_extra, log_dir, direct, quiet=False, poll=1.0):
-    """Start the job, show progress from the worker logs, return the exit status."""
+def run_job(argv, env_extra, log_dir, direct, quiet=False, poll=1.0, straggler_timeout=600.0, tail_lines=40):
+    """Start the job, show progress from the worker logs, stop it when the watchdog finds a lost worker; return
+    (exit status, the watchdog's (rank, reason) or None)."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **env_extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("GLOG_v", "2")  # MindSpore warnings and errors in the worker logs, not its INFO chatter
+    for d in env.get("PATH", "").split(os.pathsep)[:1]:
+        write_python_shim(d)
     out_path = log_dir / ("worker_0.log" if direct else "msrun.log")
     archive_logs(log_dir)  # a stale log would be read as this job's progress
     watcher = LogWatcher(log_dir)
     progress = Progress(quiet)
+    lost = None
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        dog = None if direct else Watchdog(proc.pid, log_dir, straggler_timeout, tail_lines)
         try:
             while True:
                 rc = proc.poll()
                 for event in watcher.poll():
                     progress.update(*event)
                 if rc is not None:
+                    break
+                lost = dog.check() if dog else None
+                if lost:
+                    rank, reason = lost
+                    print("launch: worker %d (%s) is lost: %s; stopping the other workers and msrun"
+                          % (rank, dog.log_of(rank), reason), file=sys.stderr, flush=True)
+                    n = dog.stop_others()
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    rc = proc.wait()
+                    print("launch: stopped %d worker(s) and msrun" % n, file=sys.stderr)
                     break
                 time.sleep(poll)
         except KeyboardInterrupt:
@@ -437,7 +626,7 @@ def run_job(argv, env_extra, log_dir, direct, quiet=False, poll=1.0):
             raise
         finally:
             progress.close()
-    return rc
+    return (rc if not lost or rc else 1), lost
 
 
 def build_parser():
@@ -457,6 +646,9 @@ def build_parser():
     p.add_argument("--tokenizer", help="tokenizer for the vocab check: a tiktoken file, a tokenizer.json or `tiny` "
                                        "(default: tiny for tiny* profiles, else the real Llama 3 file)")
     p.add_argument("--tail-lines", type=int, default=40, help="log lines shown on failure (default 40)")
+    p.add_argument("--straggler-timeout", type=float, default=600.0,
+                   help="msrun: seconds the other workers may still run after one exited without an error before "
+                        "the watchdog stops them (default 600; 0: only on an error)")
     p.add_argument("--skip-preflight", action="store_true", help="start without the preflight checks")
     p.add_argument("--dry-run", action="store_true", help="run the preflight, print the command, start nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -492,19 +684,31 @@ def main(argv=None):
     argv, env_extra = build_command(args, cmd)
     if args.dry_run:
         if env_extra:
-            print("export PATH=%s:\"$PATH\"" % shlex.quote(venv_bin()))
+            first = env_extra["PATH"].split(os.pathsep)[0]
+            if Path(first).name == ".python":
+                print("# %s/python runs %s (launch.py writes it when it starts the job)" % (first, sys.executable))
+            print("export PATH=%s:\"$PATH\"" % shlex.quote(first))
+            print("export HCCL_BUFFSIZE=%s" % shlex.quote(env_extra["HCCL_BUFFSIZE"]))
+            print("ulimit -u unlimited")
         print(" ".join(shlex.quote(a) for a in argv))
         if problems:
-            print("launch: dry run: %d preflight check(s) would stop a real run" % len(problems), file=sys.stderr)
+            print("launch: dry run: %d preflight check(s) failed: a real run would stop here" % len(problems),
+                  file=sys.stderr)
+            return 1
         return 0
     if problems:
         raise KitError("preflight failed: %s%s" % (problems[0], " (+%d more above)" % (len(problems) - 1)
                                                    if len(problems) > 1 else ""))
     print("launch: %s" % " ".join(shlex.quote(a) for a in argv), file=sys.stderr)
+    if env_extra:
+        print("launch: HCCL_BUFFSIZE=%s, ulimit -u %s, `python` is %s" % (
+            env_extra["HCCL_BUFFSIZE"], raise_process_limit(), sys.executable), file=sys.stderr)
     print("launch: logs in %s" % args.log_dir, file=sys.stderr)
-    rc = run_job(argv, env_extra, args.log_dir, direct=not args.use_msrun, quiet=args.quiet)
+    rc, lost = run_job(argv, env_extra, args.log_dir, direct=not args.use_msrun, quiet=args.quiet,
+                       straggler_timeout=args.straggler_timeout, tail_lines=args.tail_lines)
     if rc != 0:
-        report_failure(args.log_dir, rc, args.tail_lines)
+        report_failure(args.log_dir, rc, args.tail_lines,
+                       worker=Path(args.log_dir) / ("worker_%d.log" % lost[0]) if lost else None)
         return rc if rc > 0 else 1
     return 0
 

@@ -518,7 +518,8 @@ def stage(args, run, out_dir):
                                default_flow_style=False)
         elif mf.is_text_name(dst):
             text = Path(src).read_bytes().decode("utf-8", "replace")
-            target.write_text(mf.scrub_text(text, repl), encoding="utf-8", newline="")
+            with open(str(target), "w", encoding="utf-8", newline="") as fh:  # write_text(newline=) is 3.10+
+                fh.write(mf.scrub_text(text, repl))
         else:
             shutil.copyfile(str(src), str(target))
     for d in tmp.glob(".evalcfg-*"):
@@ -710,7 +711,10 @@ def main(argv=None):
     tmp, manifest = stage(args, run.resolve(), out_dir)
     try:
         if not args.no_verify:
-            cmd = [sys.executable, str(TOOLS / "verify.py"), str(tmp), "--json"]
+            # the team's own gate: a judge applies the contest's thresholds (or theirs) when verifying
+            thr = manifest["metrics"]["squad"]["thresholds"]
+            cmd = [sys.executable, str(TOOLS / "verify.py"), str(tmp), "--json", "--squad-thresholds",
+                   repr(float(thr["f1"])), repr(float(thr["em"])), "--policy", manifest["metrics"]["score"]["policy"]]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             try:
                 res = json.loads(proc.stdout)

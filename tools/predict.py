@@ -16,11 +16,15 @@ short prompts run on to the longest prompt's limit), so results do not depend on
 Resumable: ids already in --out are skipped, new rows are appended one batch at a time (whole lines, flushed and
 fsynced); a truncated last line left by a crash is dropped before appending. Never duplicated.
 On CPU use_past is forced off (the KV-cache path uses Ascend-only ops); on Ascend the profile's setting is kept
-(yaml/llama3-8b-predict.yaml turns it on).
+(yaml/llama3-8b-predict.yaml turns it on). A use_past profile is checked on every device before anything is built:
+float16 compute (MindFormers builds the KV cache in float16) and batch x seq_length within num_blocks x block_size.
+A checkpoint without LoRA tensors (folded by `ckpt.py fold-lora`, or a base model) is run without pet_config, so no
+LoRA branch is built; --adapter always builds one.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -145,6 +149,7 @@ def resolve_config(args):
     if min_new > max_new:
         raise KitError("min_new_tokens %d > max_new_tokens %d" % (min_new, max_new))
     device = str(get_path(cfg, "context.device_target", "CPU"))
+    use_past_profile = bool(mc.get("use_past"))
     overrides = ["model.model_config.batch_size=%d" % args.batch_size,
                  "model.model_config.max_new_tokens=%d" % max_new,
                  "model.model_config.min_new_tokens=%d" % min_new,
@@ -155,12 +160,39 @@ def resolve_config(args):
         overrides.append("model.model_config.use_past=False")
         notes.append("use_past forced off on CPU (Ascend-only KV-cache ops)")
     apply_overrides(cfg, overrides)
+    no_pet = bool(args.no_pet)
+    checkpoint = getattr(args, "checkpoint", None)
     if args.adapter:
         apply_adapter_config(cfg, args.adapter)
-    elif args.no_pet:
+        no_pet = False
+    elif not no_pet and model_config(cfg).get("pet_config") and checkpoint and not holds_lora(checkpoint):
+        # a folded (or base) checkpoint: a LoRA branch would only add zero-initialised B matrices and cells
+        no_pet = True
+        notes.append("pet_config dropped: %s holds no LoRA tensors (folded or base weights)" % Path(checkpoint).name)
+    if no_pet:
         model_config(cfg).pop("pet_config", None)
     return cfg, {"max_new_tokens": max_new, "max_new_tokens_from": source, "min_new_tokens": min_new,
-                 "device": device, "use_past": bool(model_config(cfg).get("use_past")), "notes": notes}
+                 "device": device, "use_past": bool(model_config(cfg).get("use_past")),
+                 "use_past_profile": use_past_profile, "no_pet": no_pet, "notes": notes}
+
+
+def holds_lora(checkpoint):
+    """True when the checkpoint has LoRA tensors (a training checkpoint); read from its index, no tensor data."""
+    from lorakit.ckpt_io import ckpt_index, is_lora
+
+    return any(is_lora(name) for name in ckpt_index(checkpoint))
+
+
+def check_use_past(cfg, info, batch_size):
+    """A profile with use_past on (yaml/llama3-8b-predict.yaml) must fit the KV cache it builds on Ascend, checked
+    on every device (on CPU use_past is forced off, so this is where a CPU run sees it): one line per problem."""
+    from lorakit.mf import use_past_problems
+
+    if not info.get("use_past_profile"):
+        return
+    problems = use_past_problems(dict(model_config(cfg), use_past=True), batch_size)
+    if problems:
+        raise KitError("config %s: %s" % (info.get("config", ""), "; ".join(problems)))
 
 
 def adapter_files(adapter):
@@ -261,9 +293,12 @@ def fit_seq_length(cfg, prompts, max_new, mode="auto"):
     proportionally cheaper. RoPE positions and causal masking make the greedy results the same. Returns it."""
     mc = model_config(cfg)
     cap = int(mc["seq_length"])
+    # the KV cache holds whole blocks: with use_past, a multiple of block_size as well
+    quantum = SEQ_QUANTUM * int(mc.get("block_size") or SEQ_QUANTUM) // math.gcd(
+        SEQ_QUANTUM, int(mc.get("block_size") or SEQ_QUANTUM)) if mc.get("use_past") else SEQ_QUANTUM
     if mode == "auto":
         need = max(len(p) for p in prompts) + max_new if prompts else cap
-        seq = min(cap, -(-need // SEQ_QUANTUM) * SEQ_QUANTUM)
+        seq = min(cap, -(-need // quantum) * quantum)
     elif mode == "config":
         seq = cap
     else:
@@ -291,7 +326,8 @@ def main(argv=None):
     ap.add_argument("--checkpoint", default=None, help="model checkpoint (base, trained with LoRA, or folded)")
     ap.add_argument("--adapter", default=None, help="adapter folder (adapter.ckpt + adapter_config.json) loaded "
                                                     "over the checkpoint; its config sets pet_config")
-    ap.add_argument("--no-pet", action="store_true", help="build the network without pet_config (folded checkpoint)")
+    ap.add_argument("--no-pet", action="store_true", help="build the network without pet_config (automatic when --checkpoint holds no LoRA "
+                         "tensors, e.g. a folded one)")
     ap.add_argument("--tokenizer", default="tiny", help="tokenizer.model path, an imported model's tokenizer.json "
                                                         "(or its folder), or `tiny` (default)")
     ap.add_argument("--template", default=None,
@@ -359,6 +395,7 @@ def main(argv=None):
     record.update(info)
     todo = [it for it in pending if it.id in encoded]
     record["seq_length_run"] = fit_seq_length(cfg, [encoded[it.id] for it in todo], max_new, args.seq_length)
+    check_use_past(cfg, dict(info, config=args.config), args.batch_size)
     if skipped:  # written as empty answers (scored wrong, never retried) so every id appears exactly once
         skip = set(skipped)
         rows = [{"id": it.id, "family": it.family, "prompt": _prompt_text(it, tok), "completion": "",

@@ -2,7 +2,8 @@
 """One-screen summary of a finished run: where each artefact is, the loss, the counts and the score table.
 
 Reads only the files the other tools wrote (RUN/train/run.json, RUN/eval/math_report.json,
-squad_report.json, params.json, and a `verify.py --json` result when given); it computes nothing new.
+squad_report.json, params.json, a `verify.py --json` result when given, and RUN/stage_times.tsv: one
+`<unix time>\t<stage>` line per stage start that `make demo` appends); it computes nothing new.
 
   summary.py --run runs/demo --submission submission/demo --verify-json runs/demo/verify.json
 """
@@ -61,6 +62,41 @@ def math_table(rep, base=None):
     return lines
 
 
+def stage_lines(path, now=None):
+    """'  [1/7] generate data ...   12.3 s' per stage of a stage_times.tsv (a stage lasts until the next one
+    starts, the last one until `now`), then the total."""
+    import time
+
+    marks = []
+    try:
+        with open(str(path), encoding="utf-8") as fh:
+            for line in fh:
+                stamp, _, name = line.rstrip("\n").partition("\t")
+                try:
+                    marks.append((float(stamp), name))
+                except ValueError:
+                    continue
+    except OSError:
+        return []
+    if not marks:
+        return []
+    now = time.time() if now is None else now
+    out = ["time per stage:"]
+    for k, (t, name) in enumerate(marks):
+        end = marks[k + 1][0] if k + 1 < len(marks) else now
+        out.append("  %-66s %8s" % (name[:66], _duration(end - t)))
+    out.append("  %-66s %8s" % ("total", _duration(now - marks[0][0])))
+    return out
+
+
+def _duration(seconds):
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return "%.1f s" % seconds
+    whole = int(round(seconds))
+    return "%dm%02ds" % (whole // 60, whole % 60)
+
+
 def build_summary(run, submission=None, verify=None, title="summary"):
     run = Path(run)
     out = ["=" * 100, "%s: %s" % (title, run), "=" * 100, "artefacts:"]
@@ -116,6 +152,7 @@ def build_summary(run, submission=None, verify=None, title="summary"):
         out.append("verify: %s (%d passed, %d failed, %d skipped)" % (
             "PASS" if verify.get("verified") else "FAIL", verify.get("passed", 0), verify.get("failed", 0),
             verify.get("skipped", 0)))
+    out.extend(stage_lines(run / "stage_times.tsv"))
     return out
 
 

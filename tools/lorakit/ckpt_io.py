@@ -111,9 +111,22 @@ def as_float64(t):
 
 # ---------------------------------------------------------------- streaming reader
 
+# Bounds of a well-formed checkpoint.proto: a varint is at most 10 bytes (64 bits); a tensor has a handful of
+# dims, a short type name and a name of reasonable length. A file breaking them is refused before the reader
+# spends time or memory on it (a hostile file can claim a 1 MB varint or 10^8 packed dims).
+MAX_VARINT_BYTES = 10
+MAX_DIMS = 16
+MAX_TAG_BYTES = 4096
+MAX_TTYPE_BYTES = 32
+
+
+class CkptFormatError(KitError):
+    """The file breaks the checkpoint format's bounds (see MAX_*)."""
+
+
 def _varint(fh):
     shift = result = 0
-    while True:
+    for _ in range(MAX_VARINT_BYTES):
         b = fh.read(1)
         if not b:
             raise EOFError
@@ -122,17 +135,25 @@ def _varint(fh):
         if not byte & 0x80:
             return result
         shift += 7
+    raise CkptFormatError("varint longer than %d bytes at byte %d" % (MAX_VARINT_BYTES, fh.tell()))
 
 
 def _varint_bytes(buf, pos):
     shift = result = 0
-    while True:
+    for _ in range(MAX_VARINT_BYTES):
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
         shift += 7
+    raise CkptFormatError("varint longer than %d bytes in packed dims" % MAX_VARINT_BYTES)
+
+
+def _read_bounded(fh, n, limit, what, path):
+    if n > limit:
+        raise CkptFormatError("%s: %s of %d bytes at byte %d (at most %d)" % (path, what, n, fh.tell(), limit))
+    return fh.read(n)
 
 
 class _Entry:
@@ -151,7 +172,7 @@ def _read_value(fh, end, path):
                            % (path, field, wire, fh.tell()))
         n = _varint(fh)
         if field == 1:
-            e.tag = fh.read(n).decode("utf-8")
+            e.tag = _read_bounded(fh, n, MAX_TAG_BYTES, "tensor name", path).decode("utf-8")
         elif field == 2:
             t_end = fh.tell() + n
             while fh.tell() < t_end:
@@ -160,19 +181,21 @@ def _read_value(fh, end, path):
                 if tfield == 1 and twire == 0:
                     e.dims.append(_varint(fh))
                 elif tfield == 1 and twire == 2:
-                    packed = fh.read(_varint(fh))
+                    packed = _read_bounded(fh, _varint(fh), MAX_DIMS * MAX_VARINT_BYTES, "packed dims", path)
                     pos = 0
                     while pos < len(packed):
                         v, pos = _varint_bytes(packed, pos)
                         e.dims.append(v)
                 elif tfield == 2 and twire == 2:
-                    e.ttype = fh.read(_varint(fh)).decode("utf-8")
+                    e.ttype = _read_bounded(fh, _varint(fh), MAX_TTYPE_BYTES, "tensor type", path).decode("utf-8")
                 elif tfield == 3 and twire == 2:
                     e.length = _varint(fh)
                     e.offset = fh.tell()
                     fh.seek(e.length, 1)
                 else:
                     raise KitError("%s: unexpected tensor field %d at byte %d" % (path, tfield, fh.tell()))
+                if len(e.dims) > MAX_DIMS:
+                    raise CkptFormatError("%s: tensor %s has more than %d dims" % (path, e.tag, MAX_DIMS))
         elif field == 3:
             raise KitError("%s: map tensors (%s) are not supported" % (path, e.tag))
         else:
@@ -260,6 +283,36 @@ class CkptEntry:
                            % (self._path, self.name, self.nbytes, list(self.shape), self.ttype,
                               self.numel * dtype.itemsize))
         return NpTensor(buf.view(dtype).reshape(self.shape), self.ttype)
+
+
+    def float_chunks(self, chunk_bytes=16 << 20):
+        """This tensor's values as float64 arrays of at most chunk_bytes of file data each (bf16/fp16/fp32/fp64),
+        read straight from the file: memory stays at one chunk whatever the tensor's size."""
+        if self.ttype not in ("Float32", "Float16", "BFloat16", "Float64"):
+            raise KitError("%s: tensor %s has type %s, not floating point" % (self._path, self.name, self.ttype))
+        dtype = np.dtype(_NP_OF[self.ttype])
+        if self.nbytes != self.numel * dtype.itemsize:
+            raise KitError("%s: tensor %s has %d bytes, shape %s of %s needs %d"
+                           % (self._path, self.name, self.nbytes, list(self.shape), self.ttype,
+                              self.numel * dtype.itemsize))
+        step = max(dtype.itemsize, chunk_bytes // dtype.itemsize * dtype.itemsize)
+        resume = self._fh.tell()
+        try:
+            for offset, length in self._parts:
+                if offset is None or not length:
+                    continue
+                if length % dtype.itemsize:
+                    raise KitError("%s: tensor %s has a slice of %d bytes, not whole %s values"
+                                   % (self._path, self.name, length, self.ttype))
+                for start in range(0, length, step):
+                    self._fh.seek(offset + start)
+                    raw = self._fh.read(min(step, length - start))
+                    if len(raw) != min(step, length - start):
+                        raise KitError("%s: truncated inside tensor %s" % (self._path, self.name))
+                    arr = np.frombuffer(raw, dtype)
+                    yield as_float64(NpTensor(arr, self.ttype))
+        finally:
+            self._fh.seek(resume)
 
 
 def iter_ckpt(path):

@@ -2,7 +2,8 @@
 
 A profile file may name `_base_: other.yaml` (relative to itself); the overlay is deep-merged over
 the base (dicts merge, everything else replaces). `--set a.b.c=value` overrides follow, with the
-value parsed as YAML (so `1e-4`, `true`, `[1, 2]` and quoted strings work). The resolved dict is
+value parsed as YAML (so `1e-4`, `true`, `[1, 2]` and quoted strings work). The key must exist in the
+resolved config (a typo is refused with the closest valid key); `--set +a.b.c=value` adds a new one. The resolved dict is
 what MindFormers sees: no `_base_`, and `*_dataset_task.dataset_config` pointing at the same
 mapping as `train_dataset` / `eval_dataset`, as MindFormers' own yamls do with anchors.
 """
@@ -105,9 +106,32 @@ def set_path(cfg, dotted, value):
         node[last] = value
 
 
-def apply_overrides(cfg, overrides):
+_ABSENT = object()
+
+
+def dotted_keys(node, prefix=""):
+    """Every dotted key of a config (list items by index), for suggestions."""
+    out = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = "%s%s" % (prefix, k)
+        out.append(key)
+        out += dotted_keys(v, key + ".")
+    return out
+
+
+def apply_overrides(cfg, overrides, strict=False):
+    """Set each `key=value`. strict (user input): the key must already exist (`+key=value` adds one); an unknown
+    key is a KitError naming the closest valid one."""
     for item in overrides or ():
-        key, value = parse_override(item)
+        add = item.startswith("+")
+        key, value = parse_override(item[1:] if add else item)
+        if strict and not add and get_path(cfg, key, _ABSENT) is _ABSENT:
+            import difflib
+
+            close = difflib.get_close_matches(key, dotted_keys(cfg), n=1, cutoff=0.6)
+            raise KitError("--set %s: no such key in the config%s (write --set +%s=... to add a new key)"
+                           % (key, "; did you mean %s?" % close[0] if close else "", key))
         set_path(cfg, key, value)
     return cfg
 
@@ -124,7 +148,7 @@ def link_datasets(cfg):
 def load_config(profile_or_path, overrides=()):
     """Resolve a profile name (yaml/<name>.yaml) or a yaml path into one MindFormers config dict."""
     cfg = load_layers(profile_yaml(str(profile_or_path)))
-    apply_overrides(cfg, overrides)
+    apply_overrides(cfg, overrides, strict=True)
     return link_datasets(cfg)
 
 
@@ -144,3 +168,14 @@ def model_config(cfg):
 def pet_config(cfg):
     """The LoRA section (`model.model_config.pet_config`) or None."""
     return model_config(cfg).get("pet_config")
+
+
+def device_count(cfg):
+    """Devices (workers) a resolved config trains on: data_parallel x model_parallel x pipeline_stage with
+    use_parallel on, else 1."""
+    if not cfg.get("use_parallel"):
+        return 1
+    n = 1
+    for key in ("data_parallel", "model_parallel", "pipeline_stage"):
+        n *= int(get_path(cfg, "parallel_config." + key, 1) or 1)
+    return n

@@ -7,8 +7,10 @@
 Recipes (docs/recipes-data.md has the formats, examples and token counts):
   stock    the gold solution unchanged.
   round:N  the gold solution with its final number rounded to N decimals (ROUND_HALF_UP), wording kept;
-           answers that already have <= N decimals are left as written, E-notation keeps E-notation with
-           the mantissa rounded to N decimals, p/q fractions are left alone.
+           answers that already have <= N decimals are left as written, E-notation with a negative
+           exponent keeps E-notation with the mantissa rounded to N decimals, E-notation with a positive
+           exponent is left as written (rounding its mantissa would round above the units digit, which the
+           scorers count wrong), p/q fractions are left alone.
   cot      step-by-step targets (Goat-style), one step per line, ending in ONE line `答案：<R>`.
   cot:D    the same with D answer decimals instead of DEFAULT_DECIMALS.
 English items are passed through unchanged by every recipe.
@@ -20,7 +22,11 @@ The final answer R of a CoT target:
     value (the gold text when it equals it, else its shortest float repr, e.g. 21.24 for the gold's
     21.240000000000002); otherwise the exact value rounded ROUND_HALF_UP to exactly D decimals;
   * function with N > POWER_STEPS_MAX: the value rounded ROUND_HALF_UP to FUNCTION_SIG_DIGITS significant
-    digits, written as Python's str(Decimal) (E-notation for large and tiny values, like the gold).
+    digits, written as Python's str(Decimal) (E-notation for tiny values, like the gold), but never coarser
+    than the units digit: from 10**FUNCTION_SIG_DIGITS on, the value rounded to a whole number, written out;
+    and the gold text itself when the gold is in E-notation with a positive exponent (>= 1e28). The scorers
+    judge E-notation at the precision of the number written out in full, so a rounded mantissa such as
+    `2.85E+85` would be a wrong answer (lorakit.metrics).
 Every CoT step line is written compactly (no spaces: Llama 3 spends one token on a space before a number).
 
 verify() never trusts rewrite(): it re-parses every line with its family's grammar, recomputes each step
@@ -207,9 +213,22 @@ def _rounded_answer(exact, gold_text, decimals):
     return _fixed(exact, decimals)
 
 
+_E_NOTATION = re.compile(r"[eE]")
+
+
 def _sig_round(d, digits):
     """str() of a Decimal rounded ROUND_HALF_UP to `digits` significant digits (gold-like E-notation)."""
     return str(Context(prec=digits, rounding=ROUND_HALF_UP, Emax=999999, Emin=-999999).plus(d))
+
+
+def _function_answer(value, gold):
+    """The CoT answer of a function value too long for step lines (module doc): FUNCTION_SIG_DIGITS significant
+    digits, never rounded above the units digit, the gold text itself when the gold is E-notation >= 1e28."""
+    if _E_NOTATION.search(gold) and _dec(gold).adjusted() >= 0:
+        return gold
+    if value.adjusted() >= FUNCTION_SIG_DIGITS:
+        return _fixed(value, 0)
+    return _sig_round(value, FUNCTION_SIG_DIGITS)
 
 
 def _place_terms(d):
@@ -270,7 +289,6 @@ def _gold_answer(solution, family):
 
 # --- round:N
 
-_E_NOTATION = re.compile(r"[eE]")
 
 
 def round_answer(text, n):
@@ -282,6 +300,8 @@ def round_answer(text, n):
     if not d.is_finite():
         return text
     if _E_NOTATION.search(text):
+        if d.adjusted() >= 0:
+            return text  # a rounded mantissa would round above the units digit
         q = Context(prec=n + 1, rounding=ROUND_HALF_UP, Emax=999999, Emin=-999999).plus(d)
         return format(q, f".{n}E")
     if _decimals_of(text) <= n:
@@ -541,7 +561,7 @@ def _cot_function(args, gold, decimals):
         _check_exact_gold(y, gold)
         lines.append(_answer_line(gold))
         return lines
-    ans = _sig_round(_dec(c) * _dec(x) ** n, FUNCTION_SIG_DIGITS)
+    ans = _function_answer(_dec(c) * _dec(x) ** n, gold)
     return [f"y={c}*{x}^{n}", _answer_line(ans)]
 
 
@@ -992,10 +1012,14 @@ def _chk_function(cur, args, ans, gold, decimals):
         _expect_exact(ans, _dec(m.group(2)), gold)
         return
     cur.take("", "y=C*x^N", prefix=f"y={c}*{x}^{n}")
-    want = _sig_round(_dec(c) * _dec(x) ** n, FUNCTION_SIG_DIGITS)
+    value = _dec(c) * _dec(x) ** n
+    want = _function_answer(value, gold)
     if ans != want:
-        raise _Bad(f"answer {ans!r} is not the value to {FUNCTION_SIG_DIGITS} significant digits ({want})")
-    if _sig_round(_dec(gold), FUNCTION_SIG_DIGITS) != want:
+        raise _Bad(f"answer {ans!r} is not the value to {FUNCTION_SIG_DIGITS} significant digits or the units "
+                   f"({want})")
+    # the real generator rounded x**N to 28 digits before the product, so the gold agrees with the exact value
+    # at FUNCTION_SIG_DIGITS significant digits, not at all 28
+    if _sig_round(_dec(gold), FUNCTION_SIG_DIGITS) != _sig_round(value, FUNCTION_SIG_DIGITS):
         raise _Bad(f"answer {ans} differs from the gold {gold} at {FUNCTION_SIG_DIGITS} significant digits")
 
 

@@ -14,9 +14,10 @@ Chinese units and prefixes around the number are ignored (平方厘米, 克, 万
 Policies (all reported, none hidden):
   exact                 value equality (Fraction; "9603.20" == "9603.2")
   prediction-precision  |pred - gold| <= 0.5 * 10^-d where d = decimals written in the prediction, i.e. the gold
-                        rounded to the prediction's precision equals it (ties either way). Correct answers that only
-                        pass because a non-integer gold was written as a plain integer are counted in
-                        `integer_rounded` (E-notation with few significant digits is not counted there).
+                        rounded to the prediction's precision equals it (ties either way); d is that of the value
+                        written out in full (never below 0: `1.5e3` is judged like `1500`, `0e5` like `0`).
+                        Correct answers that only pass because a non-integer gold was written with no decimals are
+                        counted in `integer_rounded`. Numbers with more than 64 digits are not answers.
   tolerance             |pred - gold| <= tol * |gold| (|pred| <= tol when gold is 0), tol stated in the report.
 Non-numeric gold answers (some English items: \\sqrt{3}, tuples) are compared as normalised strings by every policy.
 """
@@ -32,6 +33,7 @@ POLICIES = ("exact", "prediction-precision", "tolerance")
 HEADLINE_POLICY = "prediction-precision"
 DEFAULT_TOLERANCE = 1e-4
 MAX_EXPONENT = 1000  # E-notation beyond this is model garbage, not an answer (and would be slow to expand)
+MAX_DIGITS = 64  # a longer digit run is model garbage, not an answer (the longest gold answers have ~30 digits)
 
 _NUM_RE = re.compile(
     r"(?P<sign>[-+])?"
@@ -91,12 +93,14 @@ def _number_from_match(m, source):
             sign = ""  # "5-3": the "-" is the operator
     if m.group("frac"):
         p, q = m.group("frac").split("/")
-        if int(q) == 0:
+        if len(p) > MAX_DIGITS or len(q) > MAX_DIGITS or int(q) == 0:
             return None
         value = Fraction(int(p), int(q))
         return Number(-value if sign == "-" else value, None, sign + m.group("frac"))
     digits = m.group("num").replace(",", "")
     exp = m.group("exp")
+    if len(digits) > MAX_DIGITS + 1 or (exp and len(exp) > 8):
+        return None
     e = int(exp[1:]) if exp else 0
     if abs(e) > MAX_EXPONENT:
         return None
@@ -104,7 +108,9 @@ def _number_from_match(m, source):
     value = Fraction(digits) * (Fraction(10) ** e)
     if sign == "-":
         value = -value
-    return Number(value, decimals - e, sign + m.group("num") + (exp or ""))
+    # the precision is that of the value written out in full: E-notation never widens it beyond the units
+    # (`0e5` is 0, judged like `0`, not as "0 give or take 50000")
+    return Number(value, max(0, decimals - e), sign + m.group("num") + (exp or ""))
 
 
 def find_numbers(text):
@@ -225,8 +231,7 @@ def judge(extracted, gold_number, gold_text, tolerance=DEFAULT_TOLERANCE):
         out["prediction-precision"] = out["exact"]
     else:
         out["prediction-precision"] = _within_precision(pred, gold)
-        if (out["prediction-precision"] and not out["exact"] and pred.decimals == 0
-                and "e" not in pred.text.lower() and gold.denominator != 1):
+        if out["prediction-precision"] and not out["exact"] and pred.decimals == 0 and gold.denominator != 1:
             out["integer_rounded"] = True
     tol = Fraction(tolerance)
     if gold == 0:
@@ -234,6 +239,17 @@ def judge(extracted, gold_number, gold_text, tolerance=DEFAULT_TOLERANCE):
     else:
         out["tolerance"] = abs(pred.value - gold) <= tol * abs(gold)
     return out
+
+
+def check_tolerance(value, name="tolerance"):
+    """The `tolerance` policy's relative tolerance as a float in [0, 1), else KitError (no inf, nan or 1e999)."""
+    try:
+        tol = float(value)
+    except (TypeError, ValueError):
+        raise KitError("%s %r is not a number" % (name, value)) from None
+    if isinstance(value, bool) or not (0.0 <= tol < 1.0):  # also false for nan
+        raise KitError("%s %r: must be a number in [0, 1)" % (name, value))
+    return tol
 
 
 def gold_answer(problem, solution, family=None):
@@ -274,6 +290,7 @@ def score_predictions(gold_rows, pred_rows, tolerance=DEFAULT_TOLERANCE, ratio=N
     them) and predictions without ids are matched by position. Duplicate ids, predictions for unknown ids and
     (unless allow_missing) gold ids without a prediction raise KitError.
     """
+    tolerance = check_tolerance(tolerance)
     gold_rows = list(gold_rows)
     pred_rows = list(pred_rows)
     gl = gold_lines or list(range(1, len(gold_rows) + 1))

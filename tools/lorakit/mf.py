@@ -41,12 +41,56 @@ def set_context(cfg):
     _CONTEXT_SET = True
 
 
+# Parameters use_past creates as the KV cache (PagedAttentionMgr): runtime buffers, never in a checkpoint.
+KV_CACHE_SUFFIXES = (".paged_attention_mgr.key_cache", ".paged_attention_mgr.value_cache")
+# The dtype MindFormers 1.1 (and the contest fork) builds that cache in: InferAttention is created without a
+# compute_dtype, so PagedAttentionMgr keeps its float16 default whatever the model's compute_dtype is.
+KV_CACHE_DTYPE = "float16"
+# LlamaConfig's defaults for the paged KV cache
+KV_BLOCK_SIZE, KV_NUM_BLOCKS = 16, 512
+
+
+def not_from_checkpoint(name):
+    """Network parameters a checkpoint need not hold: LoRA tensors (a base checkpoint has none; they keep
+    their initial values) and the use_past KV cache."""
+    return "mindpet_delta_lora" in name or name.endswith(KV_CACHE_SUFFIXES)
+
+
+def use_past_problems(mc, batch_size=None):
+    """What stops a use_past (KV cache) model config on Ascend, as one line each (empty when fine or use_past
+    is off). ReshapeAndCache needs key/value in the cache's dtype (float16, see KV_CACHE_DTYPE) and MindFormers'
+    BlockTables refuses batch x seq_length beyond num_blocks x block_size at the first generate call."""
+    if not mc.get("use_past"):
+        return []
+    problems = []
+    compute = str(mc.get("compute_dtype") or "float16")
+    if compute != KV_CACHE_DTYPE:
+        problems.append("use_past needs model_config.compute_dtype %s (the KV cache is %s; ReshapeAndCache "
+                        "wants equal dtypes), got %s" % (KV_CACHE_DTYPE, KV_CACHE_DTYPE, compute))
+    pet = mc.get("pet_config")
+    if isinstance(pet, dict) and pet.get("compute_dtype") not in (None, KV_CACHE_DTYPE):
+        problems.append("use_past needs pet_config.compute_dtype %s (added to the %s attention inputs), got %s"
+                        % (KV_CACHE_DTYPE, KV_CACHE_DTYPE, pet.get("compute_dtype")))
+    block = int(mc.get("block_size") or KV_BLOCK_SIZE)
+    blocks = int(mc.get("num_blocks") or KV_NUM_BLOCKS)
+    batch = int(batch_size if batch_size is not None else mc.get("batch_size") or 1)
+    seq = int(mc.get("seq_length") or 0)
+    if seq % block:
+        problems.append("use_past needs seq_length %d to be a multiple of block_size %d" % (seq, block))
+    if batch * seq > blocks * block:
+        problems.append("KV cache too small: batch %d x seq_length %d = %d tokens > num_blocks %d x block_size %d "
+                        "= %d (raise model_config.num_blocks to %d)"
+                        % (batch, seq, batch * seq, blocks, block, blocks * block, -(-batch * seq // block)))
+    return problems
+
+
 def build_model(cfg, checkpoint=None, strict=True):
     """Build the configured network (with LoRA when pet_config is set) and load `checkpoint` into it.
 
     A base checkpoint (no LoRA tensors) may be loaded into a LoRA network: the LoRA tensors keep their
-    initial values (A random, B zero). With strict=True every non-LoRA parameter must come from the
-    checkpoint, so a wrong or truncated file fails here instead of silently leaving random weights.
+    initial values (A random, B zero). With strict=True every other parameter (but the use_past KV cache)
+    must come from the checkpoint, so a wrong or truncated file fails here instead of silently leaving
+    random weights.
     """
     import mindspore as ms
     from mindformers.models.build_model import build_network
@@ -55,17 +99,32 @@ def build_model(cfg, checkpoint=None, strict=True):
     mfc = to_mf_config(cfg)
     mfc.model.model_config.checkpoint_name_or_path = ""
     net = build_network(mfc.model)
+    share_predict_jit_config(net)
     if checkpoint:
         if not os.path.isfile(checkpoint):
             raise KitError("checkpoint not found: %s" % checkpoint)
         params = ms.load_checkpoint(checkpoint)
         not_loaded, _ = ms.load_param_into_net(net, params, strict_load=False)
-        missing = [n for n in not_loaded if "mindpet_delta_lora" not in n]
+        missing = [n for n in not_loaded if not not_from_checkpoint(n)]
         if strict and missing:
             raise KitError("%s lacks %d parameters of the network, e.g. %s"
                            % (checkpoint, len(missing), ", ".join(missing[:3])))
     net.set_train(False)
     return net
+
+
+def share_predict_jit_config(net):
+    """With use_past, MindFormers sets the kernel-by-kernel predict jit config (jit_level O0, infer_boost on)
+    on the Llama model only; a LoRA wrapper (PetModel) runs `generate` with its own, empty, config, so it
+    never fills block_tables/slot_mapping and ReshapeAndCache gets None. Give the wrapper the model's config."""
+    inner = getattr(getattr(net, "pet_model", None), "lora_model", None)
+    if inner is None or not getattr(getattr(inner, "config", None), "use_past", False):
+        return
+    jit = getattr(inner, "jit_config_dict", None) or {}
+    if jit.get("jit_level") and not getattr(net, "jit_config_dict", None):
+        from mindspore import JitConfig
+
+        net.set_jit_config(JitConfig(jit_level=jit["jit_level"], infer_boost=jit.get("infer_boost", "off")))
 
 
 def quiet_mindformers():

@@ -45,29 +45,58 @@ def _mc_get(mc, key, default):
 def ffn_hidden_dim(mc):
     """LlamaFeedForward's hidden size: intermediate_size if set, else the multiple_of rounding rule."""
     if mc.get("intermediate_size") is not None:
-        return int(mc["intermediate_size"])
-    hidden = 4 * int(mc["hidden_size"])
+        return _dim(mc, "intermediate_size")
+    hidden = 4 * _dim(mc, "hidden_size")
     mult = mc.get("ffn_dim_multiplier")
     if mult is not None:
-        hidden = int((float(mult) + 0.01) * hidden)
+        try:
+            mult = float(mult)
+        except (TypeError, ValueError):
+            mult = None
+        if mult is None or not 0 < mult <= 64:
+            raise KitError("model_config.ffn_dim_multiplier %r: must be a number in (0, 64]"
+                           % mc.get("ffn_dim_multiplier"))
+        hidden = int((mult + 0.01) * hidden)
     hidden = int(2 * hidden / 3)
-    multiple_of = int(_mc_get(mc, "multiple_of", 256))
+    multiple_of = _dim(mc, "multiple_of", 256)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+# Ranges a model_config dimension must lie in (Llama3-8B: hidden 4096, 32 layers, 32 heads, vocab 128256);
+# wide enough for any Llama, narrow enough that a hostile config cannot make the counter build 10^9 layers.
+DIM_RANGES = {"hidden_size": (1, 1 << 17), "num_layers": (1, 1024), "num_heads": (1, 1024),
+              "n_kv_heads": (1, 1024), "vocab_size": (1, 1 << 22), "intermediate_size": (1, 1 << 20),
+              "multiple_of": (1, 1 << 16)}
+
+
+def _dim(mc, key, default=None):
+    """model_config[key] as an int in DIM_RANGES[key] (an integral float is accepted; inf, nan, bool and text
+    are not), else KitError naming the field."""
+    value = mc.get(key, default) if default is not None else mc[key]
+    if value is None and default is not None:
+        value = default
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and value == value and abs(value) != float("inf") and value.is_integer():
+        value, ok = int(value), True
+    lo, hi = DIM_RANGES[key]
+    if not ok or not lo <= value <= hi:
+        raise KitError("model_config.%s %r: must be an integer in [%d, %d]" % (key, value, lo, hi))
+    return value
 
 
 def _dims(mc):
     try:
-        hidden = int(mc["hidden_size"])
-        layers = int(mc["num_layers"])
-        heads = int(mc["num_heads"])
-        vocab = int(mc["vocab_size"])
+        hidden = _dim(mc, "hidden_size")
+        layers = _dim(mc, "num_layers")
+        heads = _dim(mc, "num_heads")
+        vocab = _dim(mc, "vocab_size")
     except KeyError as exc:
         raise KitError("model_config lacks %s" % exc) from None
-    except (TypeError, ValueError) as exc:
-        raise KitError("model_config: bad dimension: %s" % exc) from None
-    kv_heads = int(_mc_get(mc, "n_kv_heads", heads))
+    kv_heads = _dim(mc, "n_kv_heads", heads)
     if hidden % heads:
         raise KitError("model_config: hidden_size %d is not a multiple of num_heads %d" % (hidden, heads))
+    if heads % kv_heads:
+        raise KitError("model_config: num_heads %d is not a multiple of n_kv_heads %d" % (heads, kv_heads))
     moe = mc.get("moe_config") or {}
     if isinstance(moe, dict) and int(moe.get("expert_num", 1) or 1) > 1:
         raise KitError("model_config: MoE (moe_config.expert_num > 1) is not supported by the counter")
@@ -107,30 +136,99 @@ def cell_tree(mc):
     return tree
 
 
-def lora_targets(mc, target_modules, exclude_layers=None):
-    """Dotted names (under `model.`) of the Linear cells LoRA replaces, in network order."""
+MAX_PATTERN_CHARS = 1000
+MAX_EXCLUDE_PATTERNS = 64
+_MATCH_CHILD = (
+    "import json, re, sys\n"
+    "patterns, names = json.load(sys.stdin)\n"
+    "out = []\n"
+    "for p in patterns:\n"
+    "    try:\n"
+    "        rx = re.compile(p)\n"
+    "    except re.error as exc:\n"
+    "        print(json.dumps({'bad': p, 'why': str(exc)})); sys.exit(0)\n"
+    "    out.append([bool(rx.match(n)) for n in names])\n"
+    "print(json.dumps({'match': out}))\n")
+
+
+def _local_names(node, out):
+    for name, child in node.items():
+        out.add(name)
+        if isinstance(child, dict):
+            _local_names(child, out)
+    return out
+
+
+def regex_match_table(patterns, names, timeout=None):
+    """{(pattern, name): re.match(pattern, name) is not None} for every pattern and name.
+
+    With `timeout` (seconds) the matching runs with Python's own `re` (MindFormers' engine) in a child process
+    that is killed after `timeout`: a pattern with catastrophic backtracking (ReDoS) from a hostile config then
+    costs seconds, not hours. Invalid patterns and timeouts raise KitError."""
+    patterns, names = list(dict.fromkeys(patterns)), sorted(names)
+    for p in patterns:
+        if not isinstance(p, str):
+            raise KitError("regex %r is not a string" % (p,))
+        if len(p) > MAX_PATTERN_CHARS:
+            raise KitError("regex of %d characters (at most %d)" % (len(p), MAX_PATTERN_CHARS))
+    if timeout is None:
+        table = {}
+        for p in patterns:
+            try:
+                rx = re.compile(p)
+            except re.error as exc:
+                raise KitError("%r is not a valid regex: %s" % (p, exc)) from None
+            table.update(((p, n), bool(rx.match(n))) for n in names)
+        return table
+    import json
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _MATCH_CHILD], input=json.dumps([patterns, names]),
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise KitError("regex %s: matching %d cell names took over %g s (catastrophic backtracking?)"
+                       % (" / ".join(repr(p[:80]) for p in patterns), len(names), timeout)) from None
+    try:
+        res = json.loads(proc.stdout)
+    except ValueError:
+        raise KitError("regex matching failed (exit %d): %s" % (proc.returncode, proc.stderr.strip()[-200:])) from None
+    if "bad" in res:
+        raise KitError("%r is not a valid regex: %s" % (res["bad"], res["why"]))
+    return {(p, n): hit for p, row in zip(patterns, res["match"]) for n, hit in zip(names, row)}
+
+
+def lora_targets(mc, target_modules, exclude_layers=None, regex_timeout=None):
+    """Dotted names (under `model.`) of the Linear cells LoRA replaces, in network order. regex_timeout: see
+    regex_match_table (verify.py bounds the submitter's regexes that way)."""
     if not target_modules:
         raise KitError("pet_config.target_modules is empty (MindFormers' LoraModel refuses that too)")
-    try:
-        re.compile(target_modules)
-    except re.error as exc:
-        raise KitError("pet_config.target_modules %r is not a valid regex: %s" % (target_modules, exc)) from None
     if isinstance(exclude_layers, str):
         exclude_layers = [exclude_layers]
+    exclude_layers = list(exclude_layers or [])
+    if len(exclude_layers) > MAX_EXCLUDE_PATTERNS:
+        raise KitError("pet_config.exclude_layers: %d patterns (at most %d)" % (len(exclude_layers),
+                                                                              MAX_EXCLUDE_PATTERNS))
+    tree = cell_tree(mc)
+    try:
+        hit = regex_match_table([target_modules] + exclude_layers, _local_names(tree, set()), regex_timeout)
+    except KitError as exc:
+        raise KitError("pet_config.target_modules / exclude_layers: %s" % exc) from None
     out = []
 
     def walk(node, prefix):
         for name, child in node.items():
-            if exclude_layers and any(re.match(p, name) for p in exclude_layers):
+            if exclude_layers and any(hit[(p, name)] for p in exclude_layers):
                 continue
-            if re.match(target_modules, name):
+            if hit[(target_modules, name)]:
                 if isinstance(child, Linear):
                     out.append((prefix + name, child))
                 continue  # matched but not a Linear: MindFormers skips it without descending
             if isinstance(child, dict):
                 walk(child, prefix + name + ".")
 
-    walk(cell_tree(mc), "model.")
+    walk(tree, "model.")
     return out
 
 
@@ -160,7 +258,7 @@ def base_param_table(mc):
     return table
 
 
-def lora_param_table(mc, pet):
+def lora_param_table(mc, pet, regex_timeout=None):
     """OrderedDict name -> (shape, dtype) of the LoRA tensors `pet` (a pet_config dict) adds."""
     table = OrderedDict()
     if not pet:
@@ -175,7 +273,7 @@ def lora_param_table(mc, pet):
     if rank <= 0:
         raise KitError("pet_config.lora_rank must be positive, got %d" % rank)
     dtype = str(pet.get("param_init_type") or "float16")  # LoraConfig's default
-    for cell, lin in lora_targets(mc, pet.get("target_modules"), pet.get("exclude_layers")):
+    for cell, lin in lora_targets(mc, pet.get("target_modules"), pet.get("exclude_layers"), regex_timeout):
         table[cell + "." + LORA_TAG + "_a"] = ((rank, lin.in_ch), dtype)
         table[cell + "." + LORA_TAG + "_b"] = ((lin.out_ch, rank), dtype)
     return table
@@ -262,11 +360,14 @@ _SHORT_PREFIXES = (("pet_config.", "model.model_config.pet_config."), ("model_co
 
 
 def expand_override(item):
-    """`pet_config.lora_rank=64` -> `model.model_config.pet_config.lora_rank=64` (full keys pass through)."""
+    """`pet_config.lora_rank=64` -> `model.model_config.pet_config.lora_rank=64` (full keys pass through; a
+    leading `+`, which adds a new key, is kept)."""
+    plus = "+" if item.startswith("+") else ""
+    item = item[len(plus):]
     for short, full in _SHORT_PREFIXES:
         if item.startswith(short):
-            return full + item[len(short):]
-    return item
+            return plus + full + item[len(short):]
+    return plus + item
 
 
 def score_ratio(params):
