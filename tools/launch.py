@@ -220,6 +220,9 @@ def tokenizer_size(spec, profile):
     if spec is None:
         spec = "tiny" if Path(str(profile)).stem.startswith("tiny") else None
     path = tk.tiny_tokenizer_path() if spec == "tiny" else Path(spec) if spec else tk.default_tokenizer_path()
+    if str(path).endswith(".json"):  # an imported model's tokenizer.json (base_model.py import-gguf)
+        tok = tk.load_tokenizer(path)
+        return tok.n_vocab, tok.path
     if not Path(path).is_file():
         raise KitError("tokenizer file not found: %s (run `make tokenizer` or pass --tokenizer)" % path)
     return len(tk.load_tiktoken_ranks(path)) + tk.N_SPECIAL, path
@@ -640,7 +643,7 @@ def build_parser():
     p.add_argument("--log-dir", help="msrun log directory (default RUN_DIR/logs, else output/msrun_log)")
     p.add_argument("--cluster-timeout", type=int, default=600, help="seconds to wait for all workers to join")
     p.add_argument("--msrun", action="store_true", help="use msrun even for a single worker")
-    p.add_argument("--tokenizer", help="tokenizer for the vocab check: a tiktoken file or `tiny` "
+    p.add_argument("--tokenizer", help="tokenizer for the vocab check: a tiktoken file, a tokenizer.json or `tiny` "
                                        "(default: tiny for tiny* profiles, else the real Llama 3 file)")
     p.add_argument("--tail-lines", type=int, default=40, help="log lines shown on failure (default 40)")
     p.add_argument("--straggler-timeout", type=float, default=600.0,

@@ -106,7 +106,8 @@ def main(argv=None):
                                                     "over the checkpoint; its config sets pet_config")
     ap.add_argument("--no-pet", action="store_true", help="build the network without pet_config (automatic when --checkpoint holds no LoRA "
                          "tensors, e.g. a folded one)")
-    ap.add_argument("--tokenizer", default="tiny", help="tokenizer.model path, or `tiny` (default)")
+    ap.add_argument("--tokenizer", default="tiny", help="tokenizer.model path, an imported model's tokenizer.json "
+                                                        "(or its folder), or `tiny` (default)")
     ap.add_argument("--template", default=None,
                     help="prompt template for `problem` rows: the one the model was trained with (default: the "
                          "`template` of --token-report, else lorakit.templates.DEFAULT_TEMPLATE, vicuna)")
@@ -174,7 +175,7 @@ def main(argv=None):
     check_use_past(cfg, dict(info, config=args.config), args.batch_size)
     if skipped:  # written as empty answers (scored wrong, never retried) so every id appears exactly once
         skip = set(skipped)
-        rows = [{"id": it.id, "family": it.family, "prompt": prompt_text(it), "completion": "",
+        rows = [{"id": it.id, "family": it.family, "prompt": prompt_text(it, tok), "completion": "",
                  "skipped": "prompt longer than seq_length - max_new_tokens"} for it in pending if it.id in skip]
         _append(args.out, [json.dumps(r, ensure_ascii=False) + "\n" for r in rows])
     stats = {"generated_tokens": 0, "seconds": 0.0, "first_batch_seconds": None, "first_batch_tokens": 0}
@@ -199,7 +200,7 @@ def main(argv=None):
                 ntok = 0
                 for it, new in zip(batch, news):
                     ntok += len(new)
-                    row = {"id": it.id, "family": it.family, "prompt": prompt_text(it),
+                    row = {"id": it.id, "family": it.family, "prompt": prompt_text(it, tok),
                            "completion": decode_completion(tok, new, max_new)}
                     if it.id in cut:
                         row["prompt_truncated"] = True

@@ -245,12 +245,11 @@ def fit_seq_length(cfg, prompts, max_new, mode="auto"):
 
 
 def decode_completion(tok, new_ids, max_new):
-    """Text of the new tokens: at most max_new, specials (ids past the BPE ranks) dropped."""
-    first_special = tok.bos_id
-    return tok.decode([t for t in new_ids[:max_new] if t < first_special])
+    """Text of the new tokens: at most max_new, special tokens dropped."""
+    return tok.decode([t for t in new_ids[:max_new] if not tok.is_special(t)])
 
 
-def prompt_text(it):
-    from lorakit.templates import render_prompt
+def prompt_text(it, tok):
+    from .templates import render_prompt
 
-    return render_prompt(it.template, it.problem)
+    return render_prompt(it.template, it.problem, tok)

@@ -211,3 +211,24 @@ def generate_rows(net, tok, prompts, max_new, min_new, pad_to=None):
             new = new[: new.index(tok.eos_id)]
         result.append([t for t in new if t != tok.pad_id][:max_new])
     return result
+
+
+def token_nll(net, rows, seq_length, pad_id):
+    """Negative log-likelihood (nats) of each token of each row given the tokens before it, through the model's
+    own forward pass (eval mode: logits of every position). rows: token lists of at most seq_length tokens, run
+    one at a time padded with pad_id to seq_length (the network's compiled shape). Returns one float64 array per
+    row (len(row) - 1 values)."""
+    import mindspore as ms
+
+    out = []
+    for row in rows:
+        n = len(row)
+        if not 2 <= n <= seq_length:
+            raise KitError("token_nll: a row of %d tokens (needs 2..%d)" % (n, seq_length))
+        x = np.full((1, seq_length), pad_id, np.int32)
+        x[0, :n] = row
+        logits = net(ms.Tensor(x))[0].asnumpy().reshape(seq_length, -1)[: n - 1].astype(np.float64)
+        top = logits.max(-1, keepdims=True)
+        lse = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+        out.append(lse - logits[np.arange(n - 1), np.asarray(row[1:])])
+    return out

@@ -17,6 +17,11 @@ Templates
 - `alpaca`: the contest's alpaca prompt (CONTEST.md §4) alone; the answer follows on the next line.
 - `plain`: the bare problem, a newline, the answer.
 - `squad`: the contest's SQuAD eval prompt (problem = {"context", "question"}); the answer follows a space.
+- `chat`: the tokenizer's own chat template (an imported model's tokenizer_config.json, e.g. SmolLM2's ChatML with
+  its default system prompt): one user turn holding the problem, then the generation prompt; the answer is the
+  assistant's text and the turn's end token is EOS. The Jinja source is rendered once per tokenizer in a sandbox
+  with marker strings, and cut into fixed parts (special tokens inserted by id, never parsed from the problem)
+  around the problem. The rendered text must start with the BOS token, which the kit's rows already carry.
 """
 
 import itertools
@@ -74,26 +79,113 @@ _TEMPLATES = [
              "contest SQuAD eval prompt (context + question)"),
 ]
 _BY_NAME = {t.name: t for t in _TEMPLATES}
-TEMPLATES = tuple(t.name for t in _TEMPLATES)
+CHAT = "chat"
+TEMPLATES = tuple(t.name for t in _TEMPLATES) + (CHAT,)
 DEFAULT_TEMPLATE = "vicuna"
 
 
-def get_template(name):
+def get_template(name, tok=None):
+    """The template called `name`; `chat` is built from `tok`'s own chat template."""
+    if name == CHAT:
+        if tok is None:
+            raise KitError("template 'chat' is the tokenizer's own chat template: it needs the tokenizer")
+        return chat_template(tok)
     try:
         return _BY_NAME[name]
     except KeyError:
         raise KitError("unknown template %r (known: %s)" % (name, ", ".join(TEMPLATES))) from None
 
 
-def render_prompt(template, problem):
+def render_prompt(template, problem, tok=None):
     """The prompt text the model sees (after BOS) before it must produce the answer."""
-    return get_template(template).prompt_text(problem)
+    return get_template(template, tok).prompt_text(problem)
 
 
-def render_example(template, problem, answer):
+def render_example(template, problem, answer, tok=None):
     """prompt text, answer text (their concatenation is the row's text between BOS and EOS)."""
-    t = get_template(template)
+    t = get_template(template, tok)
     return t.prompt_text(problem), t.answer_text(answer)
+
+
+_PROBLEM_MARK, _ANSWER_MARK = "\u2063KIT-PROBLEM\u2063", "\u2063KIT-ANSWER\u2063"
+
+
+def _render_chat(source, messages, add_generation_prompt, bos, eos):
+    """Render a Hugging Face-style Jinja chat template in jinja2's sandbox (a template is untrusted input)."""
+    try:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise KitError("the chat template needs jinja2: run `make setup`") from None
+
+    def raise_exception(message):
+        raise KitError("chat template: %s" % message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(source).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                              bos_token=bos, eos_token=eos)
+    except jinja2.TemplateError as exc:
+        raise KitError("chat template: %s" % exc) from None
+
+
+def _split_specials(text, names):
+    """[("text", s) | ("special", name)] of `text`, special token names matched longest first."""
+    import re
+
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
+    parts, pos = [], 0
+    for m in pattern.finditer(text):
+        if m.start() > pos:
+            parts.append(("text", text[pos:m.start()]))
+        parts.append(("special", m.group(0)))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(("text", text[pos:]))
+    return parts
+
+
+class ChatTemplate(Template):
+    """`chat`: the tokenizer's chat template around one user turn (see the module doc)."""
+
+    def __init__(self, tok):
+        source = getattr(tok, "chat_template", None)
+        if not source:
+            raise KitError("tokenizer %s has no chat template (template 'chat' needs an imported model's "
+                           "tokenizer, make base-model)" % getattr(tok, "path", "?"))
+        names = [n for n in tok.special_tokens]
+        bos, eos = tok.decode([tok.bos_id]), tok.decode([tok.eos_id])
+        user = {"role": "user", "content": _PROBLEM_MARK}
+        prompt = _render_chat(source, [user], True, bos, eos)
+        full = _render_chat(source, [user, {"role": "assistant", "content": _ANSWER_MARK}], False, bos, eos)
+        if prompt.count(_PROBLEM_MARK) != 1:
+            raise KitError("chat template: the user message appears %d times in the prompt"
+                           % prompt.count(_PROBLEM_MARK))
+        if not prompt.startswith(bos):
+            raise KitError("chat template: the prompt does not start with the BOS token %r (the kit's rows do)" % bos)
+        rest = full[len(prompt):] if full.startswith(prompt) else ""
+        if _ANSWER_MARK not in rest or not rest.split(_ANSWER_MARK, 1)[1].startswith(eos):
+            raise KitError("chat template: the assistant turn is not the generation prompt + answer + EOS %r" % eos)
+        joiner = rest.split(_ANSWER_MARK, 1)[0]
+        if _split_specials(joiner, names) != ([("text", joiner)] if joiner else []):
+            raise KitError("chat template: special tokens between the generation prompt and the answer")
+        head, tail = prompt[len(bos):].split(_PROBLEM_MARK)
+        self.head_parts, self.tail_parts = _split_specials(head, names), _split_specials(tail, names)
+        self.source = source
+        Template.__init__(self, CHAT, head, lambda p: p + tail, joiner,
+                          "the tokenizer's own chat template (one user turn, then the generation prompt)")
+
+    def encode_prompt_ids(self, tok, problem):
+        return tok.encode_with_specials(self.head_parts + [("text", problem)] + self.tail_parts)
+
+
+def chat_template(tok):
+    """The `chat` template of `tok`, built once per tokenizer object."""
+    cache = tok.__dict__.setdefault("_kit_chat_template", [])
+    if not cache:
+        cache.append(ChatTemplate(tok))
+    return cache[0]
 
 
 _PROBES = ("计算 1 + 2 等于多少？", "x", "1", " 1", "\n", "  ", "-3", "A", "")
@@ -115,7 +207,9 @@ def _head_ids(tok, t):
 
 def encode_prompts(tok, template, problems):
     """ids(prompt) for many problems (no BOS), in tiktoken's thread pool."""
-    t = get_template(template)
+    t = get_template(template, tok)
+    if isinstance(t, ChatTemplate):
+        return [t.encode_prompt_ids(tok, p) for p in problems]
     head = _head_ids(tok, t)
     if head is None:
         return tok.encode_batch([t.prompt_text(p) for p in problems])
@@ -123,7 +217,7 @@ def encode_prompts(tok, template, problems):
 
 
 def encode_answers(tok, template, answers):
-    t = get_template(template)
+    t = get_template(template, tok)
     return tok.encode_batch([t.answer_text(a) for a in answers])
 
 

@@ -1,4 +1,6 @@
-"""Llama 3 tokenizer (tiktoken BPE) and a tiny byte-level BPE of the same shape for the CPU profile.
+"""Llama 3 tokenizer (tiktoken BPE), a tiny byte-level BPE of the same shape for the CPU profile, and the
+byte-level BPE of an imported model (`BPETokenizer`: Hugging Face tokenizers over the tokenizer.json +
+tokenizer_config.json that tools/base_model.py writes; docs/base-models.md).
 
 A tiktoken file is `base64(token bytes) rank` per line. Llama 3 puts 256 special tokens right after
 the ranks: <|begin_of_text|> (BOS), <|end_of_text|> (EOS), <|reserved_special_token_0|> (pad), ...,
@@ -11,6 +13,7 @@ special-token text inside the string: "<|end_of_text|>" in a problem is ordinary
 
 import base64
 import hashlib
+import json
 import os
 import random
 import unicodedata
@@ -121,6 +124,12 @@ class Llama3Tokenizer:
     def eot_id(self):
         return self.special_tokens[EOT]
 
+    # a tiktoken file carries no chat template (lorakit.templates' `chat` needs an imported model's tokenizer)
+    chat_template = None
+
+    def is_special(self, token_id):
+        return int(token_id) >= self.n_ranks
+
     @property
     def n_vocab(self):
         return self.n_ranks + N_SPECIAL
@@ -174,9 +183,12 @@ class Llama3Tokenizer:
 
 
 def load_tokenizer(spec=None):
-    """`tiny` -> the tiny tokenizer (built on first use); None -> the real file; else a path."""
+    """`tiny` -> the tiny tokenizer (built on first use); None -> the real file; a tokenizer.json or a folder with
+    one -> an imported model's BPETokenizer; else a tiktoken file."""
     if spec is not None and str(spec) == "tiny":
         return Llama3Tokenizer(tiny_tokenizer_path())
+    if spec is not None and (str(spec).endswith(".json") or Path(spec).is_dir()):
+        return BPETokenizer(spec)
     return Llama3Tokenizer(spec)
 
 
@@ -373,3 +385,130 @@ def tiny_tokenizer_path(cache=None):
     digest = build_tiny_tokenizer(path)
     write_json(stamp, {"version": TINY_VERSION, "n_ranks": TINY_N_RANKS, "corpus_sha256": corpus, "sha256": digest})
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte-level BPE tokenizers of imported models (tools/base_model.py import-gguf): Hugging Face
+# `tokenizers` over tokenizer.json, special tokens and the chat template from tokenizer_config.json.
+# ---------------------------------------------------------------------------------------------
+
+HF_TOKENIZER = "tokenizer.json"
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+class BPETokenizer:
+    """The kit's tokenizer interface (as Llama3Tokenizer) over a Hugging Face tokenizer.json + tokenizer_config.json.
+
+    `encode` never interprets special-token text inside the string, like Llama3Tokenizer: the added tokens are
+    dropped from the tokenizers object, so "<|im_end|>" in a problem is ordinary text (byte-level BPE merges never
+    form a special token). Templates put specials in by id (`encode_with_specials`). Ids of special tokens may
+    lie anywhere in the vocabulary (SmolLM2: 0..16), so code asks `is_special` instead of comparing with BOS.
+    """
+
+    def __init__(self, path, num_threads=None):
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        tok_file = path if path.is_file() else folder / HF_TOKENIZER
+        conf_file = folder / HF_TOKENIZER_CONFIG
+        for f in (tok_file, conf_file):
+            if not f.is_file():
+                raise KitError("%s: tokenizer file not found (an imported model has %s and %s: "
+                               "make base-model)" % (f, HF_TOKENIZER, HF_TOKENIZER_CONFIG))
+        self.path = tok_file
+        spec = read_json(tok_file)
+        conf = read_json(conf_file)
+        if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+            raise KitError("%s: not a tokenizers JSON file" % tok_file)
+        vocab = spec["model"].get("vocab") or {}
+        self.special_tokens = {a["content"]: int(a["id"]) for a in spec.get("added_tokens") or ()}
+        plain = dict(spec, added_tokens=[])
+        try:
+            self._tk = Tokenizer.from_str(json.dumps(plain))
+        except Exception as exc:  # noqa: BLE001 - the Rust error names the problem
+            raise KitError("%s: tokenizers cannot load it: %s" % (tok_file, exc)) from None
+        self._n_vocab = max([len(vocab)] + [i + 1 for i in self.special_tokens.values()])
+        self._id_of = {}
+        for key in ("bos_token", "eos_token", "pad_token"):
+            entry = conf.get(key)
+            if not isinstance(entry, dict) or entry.get("content") not in self.special_tokens \
+                    or self.special_tokens[entry["content"]] != entry.get("id"):
+                raise KitError("%s: %s must be {content, id} of a special token of %s" % (conf_file, key, tok_file))
+            self._id_of[key] = int(entry["id"])
+        if len(set(self._id_of.values())) != 3:
+            raise KitError("%s: bos, eos and pad must be three different tokens" % conf_file)
+        self.chat_template = conf.get("chat_template")
+        self._special_ids = frozenset(self.special_tokens.values())
+        self._names = {i: n for n, i in self.special_tokens.items()}
+        self.num_threads = num_threads
+        self._sha256 = None
+
+    @property
+    def bos_id(self):
+        return self._id_of["bos_token"]
+
+    @property
+    def eos_id(self):
+        return self._id_of["eos_token"]
+
+    @property
+    def pad_id(self):
+        return self._id_of["pad_token"]
+
+    @property
+    def n_vocab(self):
+        return self._n_vocab
+
+    @property
+    def sha256(self):
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.path)
+        return self._sha256
+
+    def is_special(self, token_id):
+        return int(token_id) in self._special_ids
+
+    def encode(self, text):
+        """Token ids of `text`, no BOS/EOS, special-token text treated as plain text."""
+        return self._tk.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts, num_threads=None):
+        return [e.ids for e in self._tk.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_with_specials(self, parts):
+        """ids of a sequence of ("text", str) / ("special", name) parts: texts between two specials are encoded
+        as one string, as a tokenizer that knows its specials splits a rendered template."""
+        ids, text = [], []
+        for kind, value in list(parts) + [("special", None)]:
+            if kind == "text":
+                text.append(value)
+                continue
+            if text and "".join(text):
+                ids.extend(self.encode("".join(text)))
+            text = []
+            if value is not None:
+                if value not in self.special_tokens:
+                    raise KitError("%s: no special token %r" % (self.path, value))
+                ids.append(self.special_tokens[value])
+        return ids
+
+    def decode(self, ids, errors="replace"):
+        """Text of `ids`, pad ids skipped, other specials rendered as their names."""
+        out, run = [], []
+        for i in (int(t) for t in ids):
+            if i == self.pad_id or i < 0:
+                continue
+            if i in self._special_ids:
+                if run:
+                    out.append(self._tk.decode(run, skip_special_tokens=False))
+                    run = []
+                out.append(self._names[i])
+            else:
+                run.append(i)
+        if run:
+            out.append(self._tk.decode(run, skip_special_tokens=False))
+        return "".join(out)
+
+    def token_pieces(self, ids):
+        return [self.decode([i]).encode("utf-8") for i in ids]
